@@ -1,0 +1,55 @@
+"""Checkpoints: weights and metadata in one file, written atomically, validated on load."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from conftest import tiny_spec
+from wsvs_ros.model.checkpoint import build_model, load_checkpoint, save_checkpoint
+
+
+def test_checkpoint_round_trips_weights_spec_and_info(tiny_checkpoint: Path) -> None:
+    ckpt = load_checkpoint(tiny_checkpoint)
+    assert ckpt.spec == tiny_spec()
+    assert ckpt.info == {"trained_with": "test fixture"}
+    torch.manual_seed(0)
+    fresh = build_model(tiny_spec()).state_dict()
+    for name, tensor in ckpt.model.state_dict().items():
+        assert torch.equal(tensor, fresh[name]), name
+    assert not ckpt.model.training
+    assert [p.name for p in tiny_checkpoint.parent.iterdir()] == ["tiny.pt"], "no temporary file may be left"
+
+
+def test_missing_file_is_named(tmp_path: Path) -> None:
+    with pytest.raises(FileNotFoundError, match="nope.pt"):
+        load_checkpoint(tmp_path / "nope.pt")
+
+
+def test_a_file_that_is_not_a_checkpoint_is_refused(tmp_path: Path) -> None:
+    garbage = tmp_path / "garbage.pt"
+    garbage.write_bytes(b"\x00not a zip")
+    with pytest.raises(ValueError, match="not a readable wsvs_ros checkpoint"):
+        load_checkpoint(garbage)
+    plain = tmp_path / "plain.pt"
+    torch.save({"weights": torch.zeros(1)}, plain)
+    with pytest.raises(ValueError, match="not a wsvs_ros checkpoint"):
+        load_checkpoint(plain)
+
+
+def test_bad_metadata_names_the_field(tmp_path: Path, tiny_checkpoint: Path) -> None:
+    payload = torch.load(tiny_checkpoint, weights_only=True)
+    payload["spec"]["window"] = "sideways"
+    bad = tmp_path / "bad.pt"
+    torch.save(payload, bad)
+    with pytest.raises(ValueError, match="bad model metadata: window must be one of"):
+        load_checkpoint(bad)
+
+
+def test_weights_that_do_not_fit_the_metadata_are_refused(tmp_path: Path) -> None:
+    path = tmp_path / "mismatch.pt"
+    save_checkpoint(path, build_model(tiny_spec(width=1 / 16)), tiny_spec())
+    with pytest.raises(ValueError, match="weights do not match the network its metadata describes"):
+        load_checkpoint(path)

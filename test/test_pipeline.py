@@ -1,0 +1,89 @@
+"""Segmenter: camera frames in, labels at the camera's size out, with one flow per frame."""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+import pytest
+import torch
+
+from conftest import tiny_spec
+from wsvs_ros.engine import TorchEngine
+from wsvs_ros.flow import make_flow
+from wsvs_ros.model.checkpoint import build_model
+from wsvs_ros.pipeline import STAGES, Segmenter
+from wsvs_ros.preprocess import encode_flow, frame_to_tensor, normalize_rgb
+
+
+def make_segmenter(**spec_kw) -> Segmenter:
+    spec = tiny_spec(**spec_kw)
+    torch.manual_seed(0)
+    return Segmenter(TorchEngine(build_model(spec)), spec, flow=make_flow(spec), max_gap=1.0)
+
+
+def frames(n: int, h: int = 48, w: int = 96, seed: int = 0) -> list[np.ndarray]:
+    rng = np.random.default_rng(seed)
+    base = cv2.resize(rng.integers(0, 255, (h // 4, w // 4, 3), dtype=np.uint8), (w, h))
+    return [np.roll(base, shift=i, axis=1) for i in range(n)]
+
+
+def test_labels_come_back_at_camera_size_with_the_frame_stamp_and_payload() -> None:
+    seg = make_segmenter()
+    (result,) = seg.push(frames(1)[0], stamp=12.5, payload="header-1")
+    assert result.labels.shape == (48, 96) and result.labels.dtype == np.uint8
+    assert result.labels.max() < seg.spec.num_classes
+    assert result.confidence.shape == (48, 96)
+    assert np.all((result.confidence > 0) & (result.confidence <= 1))
+    assert result.stamp == 12.5 and result.payload == "header-1" and result.warming
+    assert set(result.timings_ms) == {*STAGES, "total"}
+    assert all(v >= 0 for v in result.timings_ms.values())
+
+
+def test_one_flow_per_new_frame() -> None:
+    seg = make_segmenter()
+    for i, rgb in enumerate(frames(9)):
+        seg.push(rgb, stamp=i / 10)
+    assert seg.flows_computed == 8
+
+
+def test_labels_equal_the_network_argmax_resized_like_nearest_neighbour() -> None:
+    seg = make_segmenter(flow_length=2)
+    clip = frames(3)
+    for i, rgb in enumerate(clip):
+        (result,) = seg.push(rgb, stamp=i / 10)
+    spec, device = seg.spec, torch.device("cpu")
+    tensors = [frame_to_tensor(f, spec, device) for f in clip]
+    flow_fn = make_flow(spec)
+    flows = torch.cat([encode_flow(flow_fn(a, b), spec) for a, b in zip(tensors, tensors[1:])], dim=1)
+    logits = seg.engine.infer(normalize_rgb(tensors[-1], spec), flows)
+    expected = logits.argmax(1)[0].to(torch.uint8).numpy()
+    expected = cv2.resize(expected, (96, 48), interpolation=cv2.INTER_NEAREST_EXACT)
+    np.testing.assert_array_equal(result.labels, expected)
+
+
+def test_centered_window_returns_frames_late_and_flush_drains_the_rest() -> None:
+    seg = make_segmenter(window="centered", flow_length=4)
+    clip = frames(6)
+    returned = [len(seg.push(rgb, stamp=i / 10)) for i, rgb in enumerate(clip)]
+    assert returned == [0, 0, 1, 1, 1, 1]
+    tail = seg.flush()
+    assert [r.stamp for r in tail] == pytest.approx([0.4, 0.5])
+
+
+def test_a_bad_image_is_refused_and_the_segmenter_keeps_working() -> None:
+    seg = make_segmenter()
+    seg.push(frames(1)[0], stamp=0.0)
+    with pytest.raises(ValueError, match=r"\(H, W, 3\) uint8"):
+        seg.push(np.zeros((48, 96), np.uint8), stamp=0.1)
+    with pytest.raises(ValueError, match=r"\(H, W, 3\) uint8"):
+        seg.push(np.zeros((48, 96, 3), np.float32), stamp=0.1)
+    (result,) = seg.push(frames(2)[1], stamp=0.2)
+    assert seg.flows_computed == 1 and result.labels.shape == (48, 96)
+
+
+def test_a_new_camera_size_restarts_the_window_and_resizes_the_output() -> None:
+    seg = make_segmenter()
+    seg.push(frames(1)[0], stamp=0.0)
+    (result,) = seg.push(frames(1, h=40, w=70)[0], stamp=0.1)
+    assert result.labels.shape == (40, 70)
+    assert seg.resets == 0, "the model input size is unchanged, so the window goes on"

@@ -1,0 +1,79 @@
+"""ONNX export with the model's `ModelSpec` inside the file and beside it."""
+
+from __future__ import annotations
+
+import json
+import os
+import warnings
+from pathlib import Path
+
+import torch
+
+from wsvs_ros.model.two_stream import TwoStreamNet
+from wsvs_ros.spec import ModelSpec
+
+SPEC_KEY = "wsvs_spec"  # ONNX metadata_props key holding ModelSpec.to_dict() as JSON
+INPUT_NAMES = ("rgb", "flow")
+OUTPUT_NAME = "logits"
+OPSET = 17
+
+
+def sidecar_path(onnx_path: str | os.PathLike[str]) -> Path:
+    return Path(f"{onnx_path}.json")
+
+
+def export_onnx(model: TwoStreamNet, spec: ModelSpec, out: str | os.PathLike[str], *, opset: int = OPSET) -> Path:
+    """Write `out` (static shapes at the spec's input size; TensorRT builds one profile for them) and `out.json`.
+
+    Inputs are named "rgb" (1, 3, H, W) and "flow" (1, 2L, H, W), the output "logits" (1, C, H, W).
+    Returns the path written.
+    """
+    import onnx  # the [onnx] extra
+
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    model = model.to("cpu", torch.float32).eval()
+    h, w = spec.input_height, spec.input_width
+    args = (torch.zeros(1, 3, h, w), torch.zeros(1, 2 * spec.flow_length, h, w))
+    # The TorchScript-based exporter (dynamo=False) gives a plain static graph that TensorRT 8.6 parses as well.
+    with warnings.catch_warnings():
+        # Tracing turns the shape checks and padding decisions into constants: right for a static-shape export.
+        warnings.simplefilter("ignore", torch.jit.TracerWarning)
+        warnings.simplefilter("ignore", DeprecationWarning)
+        torch.onnx.export(
+            model, args, str(out), input_names=list(INPUT_NAMES), output_names=[OUTPUT_NAME], opset_version=opset,
+            dynamo=False,
+        )  # fmt: skip
+    proto = onnx.load(str(out))
+    entry = proto.metadata_props.add()
+    entry.key, entry.value = SPEC_KEY, json.dumps(spec.to_dict())
+    onnx.save(proto, str(out))
+    sidecar_path(out).write_text(json.dumps(spec.to_dict(), indent=2) + "\n")
+    return out
+
+
+def read_onnx_spec(path: str | os.PathLike[str]) -> ModelSpec:
+    """The `ModelSpec` stored in an exported model (metadata first, then the `.json` sidecar).
+
+    Raises:
+        FileNotFoundError: no such file.
+        ValueError: no spec in the model nor beside it, or an invalid one (the field is named).
+    """
+    import onnx
+
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"ONNX model {path} does not exist")
+    try:
+        proto = onnx.load(str(path), load_external_data=False)
+    except Exception as e:
+        raise ValueError(f"{path} is not a readable ONNX model: {e}") from e
+    raw = {p.key: p.value for p in proto.metadata_props}.get(SPEC_KEY)
+    if raw is None and sidecar_path(path).is_file():
+        raw = sidecar_path(path).read_text()
+    if raw is None:
+        raise ValueError(f"{path} has no wsvs_ros metadata; export it with `wsvs export CHECKPOINT --out {path.name}`")
+    try:
+        return ModelSpec.from_dict(json.loads(raw))
+    except (ValueError, TypeError) as e:
+        raise ValueError(f"{path}: bad model metadata: {e}") from e

@@ -1,0 +1,25 @@
+"""`TorchEngine`: the network in PyTorch eager mode, fp32 on CPU and fp16 on CUDA."""
+
+from __future__ import annotations
+
+import torch
+
+from wsvs_ros.model.two_stream import TwoStreamNet
+
+
+class TorchEngine:
+    """Args:
+    model: the network (moved to `device`, put in eval mode).
+    device: where inputs and outputs live.
+    half: run in float16; default True on CUDA (Tensor Cores), False on CPU (slow there).
+    """
+
+    def __init__(self, model: TwoStreamNet, *, device: torch.device | str = "cpu", half: bool | None = None):
+        self.device = torch.device(device)
+        self.half = self.device.type == "cuda" if half is None else half
+        self.model = model.to(self.device, torch.float16 if self.half else torch.float32).eval()
+
+    @torch.inference_mode()
+    def infer(self, rgb: torch.Tensor, flow: torch.Tensor) -> torch.Tensor:
+        dtype = torch.float16 if self.half else torch.float32
+        return self.model(rgb.to(dtype), flow.to(dtype)).float()

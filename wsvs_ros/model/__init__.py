@@ -1,0 +1,7 @@
+"""The two-stream network (paper Fig. 3), its VGG-16 initialisation and its checkpoint file."""
+
+from wsvs_ros.model.checkpoint import Checkpoint, build_model, load_checkpoint, save_checkpoint
+from wsvs_ros.model.two_stream import TwoStreamNet
+from wsvs_ros.model.vgg_init import load_vgg16_weights
+
+__all__ = ["Checkpoint", "TwoStreamNet", "build_model", "load_checkpoint", "load_vgg16_weights", "save_checkpoint"]

@@ -1,0 +1,163 @@
+"""`Segmenter`: camera frames in, label maps out. ROS-free; the node and offline replay share it."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+
+from wsvs_ros.engine import Engine
+from wsvs_ros.flow.window import FlowWindow, WindowSample
+from wsvs_ros.preprocess import encode_flow, frame_to_tensor, normalize_rgb
+from wsvs_ros.spec import ModelSpec
+from wsvs_ros.timing import StageTimer
+
+STAGES = ("preprocess", "flow", "network", "postprocess")
+
+
+@dataclass(frozen=True)
+class SegmentResult:
+    """The segmentation of one camera frame.
+
+    Attributes:
+        labels: (H, W) uint8 class ids at the camera's size.
+        confidence: (H, W) float32 softmax probability of the chosen class.
+        stamp: the frame's stamp in seconds (a centered window returns frame t L/2 frames later, with t's stamp).
+        warming: fewer than L real flows were available (the missing ones were zeros).
+        timings_ms: milliseconds per stage of the push that produced it (`STAGES` and "total").
+        payload: what the caller pushed with the frame (e.g. its ROS header).
+    """
+
+    labels: np.ndarray
+    confidence: np.ndarray
+    stamp: float
+    warming: bool
+    timings_ms: dict[str, float]
+    payload: Any = None
+
+
+@dataclass(frozen=True)
+class _Frame:
+    camera_hw: tuple[int, int]
+    payload: Any
+
+
+class Segmenter:
+    """Frames in, labels out, with one flow per frame on the engine's device.
+
+    Args:
+        engine: the network runtime (its `device` is where frames, flows and logits live).
+        spec: the model's preprocessing metadata.
+        flow: `flow(prev, cur) -> (1, 2, H, W)` pixels; built from `spec` by the caller (see `wsvs_ros.flow`).
+        max_gap: seconds between frames above which the flow window restarts (None: never).
+    """
+
+    def __init__(
+        self,
+        engine: Engine,
+        spec: ModelSpec,
+        *,
+        flow: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
+        max_gap: float | None = None,
+    ):
+        self.engine = engine
+        self.spec = spec
+        self.device = engine.device
+        self._flow = flow
+        self.window = FlowWindow(
+            lambda prev, cur: encode_flow(flow(prev, cur), spec),  # encoded once per flow, not once per frame
+            length=spec.flow_length,
+            window=spec.window,
+            max_gap=max_gap,
+        )
+        self._resize_index: dict[tuple[int, int], tuple[torch.Tensor, torch.Tensor]] = {}
+
+    @property
+    def flows_computed(self) -> int:
+        return self.window.flows_computed
+
+    @property
+    def resets(self) -> int:
+        return self.window.resets
+
+    def warm_up(self) -> None:
+        """Run the flow and the network once on blank input, so the first real frame is not slow (cuDNN, allocs)."""
+        h, w = self.spec.input_height, self.spec.input_width
+        frame = torch.zeros(1, 3, h, w, device=self.device)
+        flows = torch.zeros(1, 2 * self.spec.flow_length, h, w, device=self.device)
+        self._flow(frame, frame)
+        self.engine.infer(normalize_rgb(frame, self.spec), flows)
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+
+    def push(self, rgb: np.ndarray, stamp: float, payload: Any = None) -> list[SegmentResult]:
+        """Segment a frame.
+
+        Args:
+            rgb: (H, W, 3) uint8 RGB camera image, any size (resized to the model's input).
+            stamp: seconds; time going backwards or a gap over `max_gap` restarts the flow window.
+            payload: returned with this frame's result.
+        Returns:
+            The results that became ready: usually this frame's; none while a centered window waits for this
+            frame's future; more than one when a reset drains a centered window.
+        Raises:
+            ValueError: rgb is not an (H, W, 3) uint8 image.
+        """
+        timer = StageTimer(self.device)
+        frame = frame_to_tensor(rgb, self.spec, self.device)
+        timer.mark("preprocess")
+        samples = self.window.push(frame, stamp, _Frame(rgb.shape[:2], payload))
+        timer.mark("flow")
+        return self._finish(samples, timer)
+
+    def flush(self) -> list[SegmentResult]:
+        """Results for the frames a centered window still holds (end of a clip); the window starts afresh."""
+        timer = StageTimer(self.device)
+        timer.mark("preprocess")
+        samples = self.window.flush()
+        timer.mark("flow")
+        return self._finish(samples, timer)
+
+    def _finish(self, samples: list[WindowSample], timer: StageTimer) -> list[SegmentResult]:
+        results = []
+        for sample in samples:
+            logits = self.engine.infer(normalize_rgb(sample.frame, self.spec), sample.flows)
+            timer.mark("network")
+            labels, confidence = self._postprocess(logits, sample.payload.camera_hw)
+            timer.mark("postprocess")
+            results.append(
+                SegmentResult(
+                    labels=labels,
+                    confidence=confidence,
+                    stamp=sample.stamp,
+                    warming=sample.warming,
+                    timings_ms=timer.elapsed_ms(),
+                    payload=sample.payload.payload,
+                )
+            )
+            timer = StageTimer(self.device)  # a drained window's later results carry no preprocess/flow cost
+            timer.mark("preprocess")
+            timer.mark("flow")
+        return results
+
+    def _postprocess(self, logits: torch.Tensor, camera_hw: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
+        confidence, labels = logits.float().softmax(dim=1).max(dim=1)
+        labels, confidence = labels[0].to(torch.uint8), confidence[0]
+        if tuple(labels.shape) != camera_hw:
+            rows, cols = self._nearest_index(camera_hw, tuple(labels.shape))
+            labels, confidence = labels[rows][:, cols], confidence[rows][:, cols]
+        return labels.cpu().numpy(), confidence.cpu().numpy()
+
+    def _nearest_index(self, out_hw: tuple[int, int], in_hw: tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor]:
+        """Cached gathers that resize like cv2.INTER_NEAREST_EXACT (pixel centres), built once per camera size."""
+        key = (*out_hw, *in_hw)
+        if key not in self._resize_index:
+            idx = []
+            for n_out, n_in in zip(out_hw, in_hw):
+                i = ((torch.arange(n_out, dtype=torch.float64) + 0.5) * n_in / n_out).floor().long()
+                idx.append(i.clamp_(max=n_in - 1).to(self.device))
+            self._resize_index[key] = (idx[0], idx[1])
+        return self._resize_index[key]

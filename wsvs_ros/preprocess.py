@@ -1,0 +1,43 @@
+"""Network-input encoding shared by the node, replay, export calibration and training (one source of truth)."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from wsvs_ros.spec import ModelSpec
+
+
+def frame_to_tensor(rgb: np.ndarray, spec: ModelSpec, device: torch.device) -> torch.Tensor:
+    """(H, W, 3) uint8 RGB -> (1, 3, h, w) float32 in 0..255 at the model's input size, on `device`.
+
+    The uint8 image crosses to the device before any arithmetic (a quarter of the float32 bytes), and is resized
+    there with antialiasing so that downscaled 1024x512 frames do not alias before the flow.
+    Raises:
+        ValueError: for anything but a non-empty (H, W, 3) uint8 array.
+    """
+    if rgb.ndim != 3 or rgb.shape[2] != 3 or rgb.dtype != np.uint8 or rgb.shape[0] == 0 or rgb.shape[1] == 0:
+        raise ValueError(f"expected an (H, W, 3) uint8 RGB image, got shape {rgb.shape} dtype {rgb.dtype}")
+    x = torch.from_numpy(np.ascontiguousarray(rgb)).to(device, non_blocking=True)
+    x = x.permute(2, 0, 1).unsqueeze(0).float()
+    if (x.shape[3], x.shape[2]) != spec.input_size:
+        x = F.interpolate(
+            x, size=(spec.input_height, spec.input_width), mode="bilinear", align_corners=False, antialias=True
+        )
+    return x
+
+
+def normalize_rgb(frame: torch.Tensor, spec: ModelSpec) -> torch.Tensor:
+    """(B, 3, H, W) RGB in 0..255 -> the RGB stream's input, (x / 255 - mean) / std per channel."""
+    mean = torch.tensor(spec.rgb_mean, dtype=frame.dtype, device=frame.device).view(1, 3, 1, 1)
+    std = torch.tensor(spec.rgb_std, dtype=frame.dtype, device=frame.device).view(1, 3, 1, 1)
+    return (frame / 255.0 - mean) / std
+
+
+def encode_flow(flow: torch.Tensor, spec: ModelSpec) -> torch.Tensor:
+    """(B, 2k, H, W) flow in pixels -> the flow stream's input: flow / flow_scale, clipped to ±flow_clip.
+
+    Linear around zero, so the zeros that stand in for missing flows stay zeros.
+    """
+    return (flow / spec.flow_scale).clamp(-spec.flow_clip, spec.flow_clip)
