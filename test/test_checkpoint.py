@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 import torch
-
 from conftest import tiny_spec
+
 from wsvs_ros.model.checkpoint import build_model, load_checkpoint, save_checkpoint
 
 

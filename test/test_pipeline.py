@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import itertools
+
 import cv2
 import numpy as np
 import pytest
 import torch
-
 from conftest import tiny_spec
+
 from wsvs_ros.engine import TorchEngine
 from wsvs_ros.flow import make_flow
 from wsvs_ros.model.checkpoint import build_model
@@ -54,7 +56,7 @@ def test_labels_equal_the_network_argmax_resized_like_nearest_neighbour() -> Non
     spec, device = seg.spec, torch.device("cpu")
     tensors = [frame_to_tensor(f, spec, device) for f in clip]
     flow_fn = make_flow(spec)
-    flows = torch.cat([encode_flow(flow_fn(a, b), spec) for a, b in zip(tensors, tensors[1:])], dim=1)
+    flows = torch.cat([encode_flow(flow_fn(a, b), spec) for a, b in itertools.pairwise(tensors)], dim=1)
     logits = seg.engine.infer(normalize_rgb(tensors[-1], spec), flows)
     expected = logits.argmax(1)[0].to(torch.uint8).numpy()
     expected = cv2.resize(expected, (96, 48), interpolation=cv2.INTER_NEAREST_EXACT)

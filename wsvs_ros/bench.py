@@ -19,6 +19,7 @@ from tqdm import tqdm
 
 from wsvs_ros.labels import DRIVE
 from wsvs_ros.spec import ModelSpec
+from wsvs_ros.stats import summarize
 
 STAGES = ("decode", "preprocess", "flow", "network", "postprocess", "total")
 
@@ -108,7 +109,7 @@ def run_bench(cfg: BenchConfig, *, progress: bool = True) -> dict[str, Any]:
                 t["decode"] = decode_ms
                 t["total"] += decode_ms
                 rows.append(t)
-    stage_ms = {s: _stats([r[s] for r in rows]) for s in STAGES}
+    stage_ms = {s: summarize([r[s] for r in rows]) for s in STAGES}
     return {
         "frames": len(rows),
         "frames_pushed": len(jpegs),
@@ -129,11 +130,6 @@ def run_bench(cfg: BenchConfig, *, progress: bool = True) -> dict[str, Any]:
         "torch": torch.__version__,
         "cpu_threads": torch.get_num_threads(),
     }
-
-
-def _stats(values: list[float]) -> dict[str, float]:
-    a = np.asarray(values, np.float64)
-    return {"mean": float(a.mean()), "p50": float(np.percentile(a, 50)), "p95": float(np.percentile(a, 95))}
 
 
 def format_report(r: dict[str, Any]) -> str:

@@ -156,7 +156,7 @@ class Segmenter:
         key = (*out_hw, *in_hw)
         if key not in self._resize_index:
             idx = []
-            for n_out, n_in in zip(out_hw, in_hw):
+            for n_out, n_in in zip(out_hw, in_hw, strict=True):
                 i = ((torch.arange(n_out, dtype=torch.float64) + 0.5) * n_in / n_out).floor().long()
                 idx.append(i.clamp_(max=n_in - 1).to(self.device))
             self._resize_index[key] = (idx[0], idx[1])

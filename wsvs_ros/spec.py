@@ -54,7 +54,8 @@ class ModelSpec:
         label_set = get_label_set(self.label_set)
         if tuple(self.class_names) != label_set.names:
             raise ValueError(
-                f"class_names {list(self.class_names)} do not match label set {self.label_set!r} {list(label_set.names)}"
+                f"class_names {list(self.class_names)} do not match label set {self.label_set!r}: "
+                f"{list(label_set.names)}"
             )
         for name in ("input_width", "input_height", "flow_length"):
             value = getattr(self, name)
@@ -114,4 +115,3 @@ class ModelSpec:
             if name in d:
                 d[name] = tuple(d[name])
         return cls(**d)
-

@@ -31,6 +31,9 @@ class OnnxRuntimeEngine:
         self.session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
 
     def infer(self, rgb: torch.Tensor, flow: torch.Tensor) -> torch.Tensor:
-        feeds = {name: np.ascontiguousarray(t.detach().cpu().float().numpy()) for name, t in zip(INPUT_NAMES, (rgb, flow))}
+        feeds = {
+            name: np.ascontiguousarray(t.detach().cpu().float().numpy())
+            for name, t in zip(INPUT_NAMES, (rgb, flow), strict=True)
+        }
         (logits,) = self.session.run([OUTPUT_NAME], feeds)
         return torch.from_numpy(logits)

@@ -28,7 +28,9 @@ def build_model(spec: ModelSpec) -> TwoStreamNet:
     return TwoStreamNet(spec.num_classes, flow_length=spec.flow_length, width=spec.width)
 
 
-def save_checkpoint(path: str | os.PathLike[str], model: TwoStreamNet, spec: ModelSpec, *, info: dict | None = None) -> None:
+def save_checkpoint(
+    path: str | os.PathLike[str], model: TwoStreamNet, spec: ModelSpec, *, info: dict | None = None
+) -> None:
     """Write atomically (temporary file + rename), so a crash mid-write never leaves a truncated checkpoint."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)

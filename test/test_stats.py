@@ -1,0 +1,24 @@
+"""RunStats: the figures behind /diagnostics and replay's stats.json."""
+
+from __future__ import annotations
+
+import pytest
+
+from wsvs_ros.stats import RunStats
+
+
+def test_latency_percentiles_and_fps_over_the_window() -> None:
+    ticks = iter([0.0, 0.1, 0.2, 0.3, 0.4])
+    stats = RunStats(window=4, clock=lambda: next(ticks))
+    for ms in (10.0, 20.0, 30.0, 40.0, 50.0):
+        stats.add_result({"flow": ms / 2, "total": ms})
+    summary = stats.summary()
+    assert summary["published"] == 5
+    assert summary["latency_ms"]["mean"] == pytest.approx(35.0)  # the last four: 20, 30, 40, 50
+    assert summary["stage_ms"]["flow"]["p50"] == pytest.approx(17.5)
+    assert summary["fps"] == pytest.approx(10.0)
+
+
+def test_empty_stats_are_zeros_not_errors() -> None:
+    summary = RunStats().summary()
+    assert summary["fps"] == 0.0 and summary["latency_ms"] == {"mean": 0.0, "p50": 0.0, "p95": 0.0}
