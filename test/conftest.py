@@ -13,6 +13,14 @@ from wsvs_ros.spec import ModelSpec
 
 SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 
+# CUDA variants run wherever a GPU is present (the lent GPU machine, a workstation); CI has CPU only.
+DEVICES = ["cpu", *(["cuda"] if torch.cuda.is_available() else [])]
+
+
+@pytest.fixture(params=DEVICES)
+def device(request: pytest.FixtureRequest) -> torch.device:
+    return torch.device(request.param)
+
 
 def tiny_spec(**kw) -> ModelSpec:
     """A 64x32-input, 1/32-width model spec (opencv flow: fast and exact enough for plumbing tests)."""

@@ -7,8 +7,8 @@ from pathlib import Path
 import onnx
 import pytest
 import torch
-
 from conftest import tiny_spec
+
 from wsvs_ros.engine import OnnxRuntimeEngine, TorchEngine
 from wsvs_ros.engine.onnx_export import export_onnx, read_onnx_spec, sidecar_path
 from wsvs_ros.model.checkpoint import build_model

@@ -17,10 +17,10 @@ from wsvs_ros.pipeline import STAGES, Segmenter
 from wsvs_ros.preprocess import encode_flow, frame_to_tensor, normalize_rgb
 
 
-def make_segmenter(**spec_kw) -> Segmenter:
+def make_segmenter(device: torch.device | str = "cpu", **spec_kw) -> Segmenter:
     spec = tiny_spec(**spec_kw)
     torch.manual_seed(0)
-    return Segmenter(TorchEngine(build_model(spec)), spec, flow=make_flow(spec), max_gap=1.0)
+    return Segmenter(TorchEngine(build_model(spec), device=device), spec, flow=make_flow(spec), max_gap=1.0)
 
 
 def frames(n: int, h: int = 48, w: int = 96, seed: int = 0) -> list[np.ndarray]:
@@ -89,3 +89,21 @@ def test_a_new_camera_size_restarts_the_window_and_resizes_the_output() -> None:
     (result,) = seg.push(frames(1, h=40, w=70)[0], stamp=0.1)
     assert result.labels.shape == (40, 70)
     assert seg.resets == 0, "the model input size is unchanged, so the window goes on"
+
+
+def test_frames_flows_and_logits_stay_on_the_engine_device(device: torch.device) -> None:
+    spec = tiny_spec(flow_method="torch", flow_params={"warps": 2, "iterations": 5})
+    seen: list[torch.device] = []
+    torch_flow = make_flow(spec)
+
+    def flow(prev: torch.Tensor, cur: torch.Tensor) -> torch.Tensor:
+        out = torch_flow(prev, cur)
+        seen.extend([prev.device, cur.device, out.device])
+        return out
+
+    seg = Segmenter(TorchEngine(build_model(spec), device=device), spec, flow=flow)
+    seg.warm_up()
+    for i, rgb in enumerate(frames(4)):
+        (result,) = seg.push(rgb, stamp=i / 10)
+    assert seen and all(d.type == device.type for d in seen)
+    assert result.labels.shape == (48, 96) and seg.flows_computed == 3

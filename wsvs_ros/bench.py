@@ -36,6 +36,7 @@ class BenchConfig:
     precision: str = "auto"  # auto = fp16 on CUDA, fp32 on CPU
     flow: str = "torch"
     flow_length: int = 10
+    cuda_graph: bool = True  # replay the torch flow as a CUDA graph on CUDA devices
 
 
 def moving_scene(frames: int, size: tuple[int, int], *, seed: int = 0) -> list[bytes]:
@@ -92,7 +93,8 @@ def run_bench(cfg: BenchConfig, *, progress: bool = True) -> dict[str, Any]:
             precision = "fp32"
         else:
             raise ValueError(f"unknown backend {cfg.backend!r} (torch, onnxruntime)")
-        seg = Segmenter(engine, spec, flow=make_flow(spec))
+        graphed = cfg.cuda_graph and device.type == "cuda" and cfg.flow == "torch"
+        seg = Segmenter(engine, spec, flow=make_flow(spec), cuda_graph=graphed)
         if device.type == "cuda":
             torch.cuda.reset_peak_memory_stats(device)
         seg.warm_up()
@@ -119,6 +121,7 @@ def run_bench(cfg: BenchConfig, *, progress: bool = True) -> dict[str, Any]:
         "backend": cfg.backend,
         "precision": precision,
         "flow": cfg.flow,
+        "cuda_graph": graphed,
         "width": cfg.width,
         "params": params,
         "input_size": f"{cfg.input_size[0]}x{cfg.input_size[1]}",
@@ -136,7 +139,8 @@ def format_report(r: dict[str, Any]) -> str:
     lines = [
         f"wsvs bench: {r['frames']} frames (after warm-up), camera {r['camera_size']} -> input {r['input_size']}, "
         f"L={r['flow_length']}, width {r['width']} ({r['params'] / 1e6:.1f} M params)",
-        f"  {r['backend']} {r['precision']} on {r['device']} ({r['device_name']}), flow: {r['flow']}, "
+        f"  {r['backend']} {r['precision']} on {r['device']} ({r['device_name']}), flow: {r['flow']}"
+        f"{' (CUDA graph)' if r['cuda_graph'] else ''}, "
         f"flows computed: {r['flows_computed']} for {r['frames_pushed']} frames",
         f"  {'stage':<12}{'mean ms':>10}{'p50 ms':>10}{'p95 ms':>10}",
     ]

@@ -31,7 +31,7 @@ def _cmd_bench(args: argparse.Namespace) -> int:
     cfg = BenchConfig(
         frames=args.frames, warmup=args.warmup, input_size=args.input_size, camera_size=args.camera_size,
         width=args.width, backend=args.backend, device=args.device, precision=args.precision, flow=args.flow,
-        flow_length=args.flow_length,
+        flow_length=args.flow_length, cuda_graph=not args.no_cuda_graph,
     )  # fmt: skip
     report = run_bench(cfg, progress=not args.json)
     print(json.dumps(report) if args.json else format_report(report))
@@ -45,6 +45,55 @@ def _cmd_export(args: argparse.Namespace) -> int:
     ckpt = load_checkpoint(args.checkpoint)
     out = export_onnx(ckpt.model, ckpt.spec, args.out)
     print(f"wrote {out} and {out}.json ({ckpt.spec.input_width}x{ckpt.spec.input_height}, L={ckpt.spec.flow_length})")
+    return 0
+
+
+def _cmd_replay(args: argparse.Namespace) -> int:
+    import logging
+
+    from wsvs_ros.replay import default_model, format_summary, replay_bag
+
+    logging.basicConfig(format="wsvs replay: %(message)s")  # undecodable-frame warnings, above the progress bar
+    try:
+        stats = replay_bag(
+            args.bag, args.out, topic=args.topic, model=args.model or default_model(), backend=args.backend,
+            device=args.device, publish_classes=args.classes, png_every=args.png_every, max_gap=args.max_gap,
+            force=args.force, progress=sys.stderr.isatty(),
+        )  # fmt: skip
+    except FileExistsError as e:  # an existing --out is a usage error like those main() reports
+        print(f"wsvs replay: error: {e}", file=sys.stderr)
+        return 2
+    print(format_summary(stats, args.out))
+    return 0
+
+
+def _cmd_build_engine(args: argparse.Namespace) -> int:
+    if args.int8 and args.calib is None:
+        raise ValueError("--int8 needs --calib: recorded camera frames (a folder of consecutive images or a bag)")
+    if args.calibrator is not None and not args.int8:
+        raise ValueError("--calibrator applies only with --int8")
+    if args.topic is not None and args.calib is None:
+        raise ValueError("--topic names the camera topic of the --calib bag; it needs --calib")
+    if args.workspace < 1 or args.calib_frames < 1:
+        raise ValueError("--workspace (MiB) and --calib-frames must be positive")
+    import logging
+
+    from wsvs_ros.engine.tensorrt_engine import build_and_cache, find_engine, format_record
+
+    logging.basicConfig(level=logging.INFO, format="wsvs build-engine: %(message)s")
+    precision = "int8" if args.int8 else "fp16" if args.fp16 else "fp32"
+    found = find_engine(args.model, precision=precision, cache_dir=args.cache_dir)
+    if found.hit and not args.force:
+        assert found.record is not None
+        print(f"up to date (--force rebuilds): {format_record(found.plan_path, found.record)}")
+        return 0
+    _, cached = build_and_cache(
+        args.model, precision=precision, cache_dir=args.cache_dir, workspace_mb=args.workspace,
+        calib_source=args.calib, calib_topic=args.topic, calibrator=args.calibrator or "entropy",
+        calib_frames=args.calib_frames, reason="--force" if found.hit else found.reason,
+    )  # fmt: skip
+    assert cached.record is not None
+    print(format_record(cached.plan_path, cached.record))
     return 0
 
 
@@ -63,6 +112,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--precision", choices=("auto", "fp32", "fp16"), default="auto", help="auto: fp16 on CUDA")
     p.add_argument("--flow", choices=("torch", "opencv"), default="torch", help="optical flow backend")
     p.add_argument("--flow-length", type=int, default=10, help="L, flows stacked per frame")
+    p.add_argument("--no-cuda-graph", action="store_true", help="run the CUDA flow eagerly (for comparison)")
     p.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
     p.set_defaults(func=_cmd_bench)
 
@@ -70,6 +120,32 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("checkpoint", help="a .pt checkpoint written by wsvs-train")
     p.add_argument("--out", required=True, help="the .onnx file to write")
     p.set_defaults(func=_cmd_export)
+
+    p = sub.add_parser("replay", help="segment a bag's camera topic offline: masks bag, overlay video, PNGs, stats")
+    p.add_argument("bag", help="rosbag2 directory, .mcap or .db3 file, or ROS 1 .bag (only read)")
+    p.add_argument("--topic", help="Image or CompressedImage topic (default: the bag's only image topic)")
+    p.add_argument("--out", required=True, help="directory to create for the outputs")
+    p.add_argument("--model", help="checkpoint .pt, or .onnx for onnxruntime/tensorrt (default: the packaged model)")
+    p.add_argument("--backend", choices=("torch", "onnxruntime", "tensorrt"), default="torch")
+    p.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
+    p.add_argument("--png-every", type=int, default=10, help="write every Nth overlay as a PNG (0: none)")
+    p.add_argument("--classes", nargs="+", default=["road", "sidewalk", "vegetation"], help="one mask topic each")
+    p.add_argument("--max-gap", type=_positive_float, default=0.5, help="seconds between frames that restart the flow")
+    p.add_argument("--force", action="store_true", help="replace --out if it holds an earlier replay's output")
+    p.set_defaults(func=_cmd_replay)
+
+    p = sub.add_parser("build-engine", help="build, check and cache the TensorRT engine of a .onnx on this GPU")
+    p.add_argument("model", help="the .onnx written by `wsvs export`")
+    p.add_argument("--fp16", action="store_true", help="fp16 engine (default fp32; the usual choice on Jetson)")
+    p.add_argument("--int8", action="store_true", help="int8 engine calibrated on --calib (others run fp16)")
+    p.add_argument("--calib", help="frames for int8 calibration and the accuracy check: folder of images or a bag")
+    p.add_argument("--topic", help="camera topic of the --calib bag (default: its only image topic)")
+    p.add_argument("--calibrator", choices=("entropy", "minmax"), help="int8 calibration algorithm (default entropy)")
+    p.add_argument("--calib-frames", type=int, default=300, help="frames calibrated on, spread over the recording")
+    p.add_argument("--workspace", type=int, default=1024, help="TensorRT workspace limit in MiB (default 1024)")
+    p.add_argument("--cache-dir", help="engine cache (default $XDG_CACHE_HOME/wsvs_ros/engines or ~/.cache/...)")
+    p.add_argument("--force", action="store_true", help="rebuild even if a valid engine is cached")
+    p.set_defaults(func=_cmd_build_engine)
     return parser
 
 

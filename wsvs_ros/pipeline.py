@@ -10,6 +10,7 @@ import numpy as np
 import torch
 
 from wsvs_ros.engine import Engine
+from wsvs_ros.flow.cuda_graph import CudaGraphFlow
 from wsvs_ros.flow.window import FlowWindow, WindowSample
 from wsvs_ros.preprocess import encode_flow, frame_to_tensor, normalize_rgb
 from wsvs_ros.spec import ModelSpec
@@ -53,6 +54,8 @@ class Segmenter:
         spec: the model's preprocessing metadata.
         flow: `flow(prev, cur) -> (1, 2, H, W)` pixels; built from `spec` by the caller (see `wsvs_ros.flow`).
         max_gap: seconds between frames above which the flow window restarts (None: never).
+        cuda_graph: on CUDA, replay the flow (and its encoding) as one captured CUDA graph per frame; needs a
+            capturable flow (`TorchFlow` is; `OpenCVFlow` is not).
     """
 
     def __init__(
@@ -62,13 +65,17 @@ class Segmenter:
         *,
         flow: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
         max_gap: float | None = None,
+        cuda_graph: bool = False,
     ):
         self.engine = engine
         self.spec = spec
         self.device = engine.device
-        self._flow = flow
+
+        def encoded_flow(prev: torch.Tensor, cur: torch.Tensor) -> torch.Tensor:
+            return encode_flow(flow(prev, cur), spec)  # encoded once per flow, not once per frame
+
         self.window = FlowWindow(
-            lambda prev, cur: encode_flow(flow(prev, cur), spec),  # encoded once per flow, not once per frame
+            CudaGraphFlow(encoded_flow) if cuda_graph else encoded_flow,
             length=spec.flow_length,
             window=spec.window,
             max_gap=max_gap,
@@ -88,7 +95,7 @@ class Segmenter:
         h, w = self.spec.input_height, self.spec.input_width
         frame = torch.zeros(1, 3, h, w, device=self.device)
         flows = torch.zeros(1, 2 * self.spec.flow_length, h, w, device=self.device)
-        self._flow(frame, frame)
+        self.window.flow_fn(frame, frame)  # also captures the CUDA graph, if any, before the first real frame
         self.engine.infer(normalize_rgb(frame, self.spec), flows)
         if self.device.type == "cuda":
             torch.cuda.synchronize(self.device)
