@@ -25,18 +25,21 @@ setup(
         "numpy>=1.23,<3",
         "opencv-python-headless>=4.6",
         "pyyaml>=5.4",
+        "rosbags>=0.11",  # offline replay without ROS (rosbag2 sqlite3/mcap, ROS 1 bags)
         "tqdm>=4.60",
         "torch>=2.1",
     ],
     extras_require={
         "onnx": ["onnx>=1.14", "onnxruntime>=1.16", "onnxscript>=0.1"],
+        # On Jetson, TensorRT comes from JetPack (python3-libnvinfer), not from pip: see docs/jetson.md.
         "tensorrt": ["tensorrt>=8.6", "pycuda>=2022.2"],
         "train": ["matplotlib>=3.5"],
-        "test": ["pytest>=7", "ruff>=0.5", "rosbags>=0.10", "onnx>=1.14", "onnxruntime>=1.16", "onnxscript>=0.1"],
+        "test": ["pytest>=7", "ruff>=0.5", "onnx>=1.14", "onnxruntime>=1.16", "onnxscript>=0.1"],
     },
     entry_points={
         "console_scripts": [
             "wsvs = wsvs_ros.cli:main",
+            "segment_node = wsvs_ros.node:main",
         ],
     },
     zip_safe=False,

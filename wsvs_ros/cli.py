@@ -54,15 +54,11 @@ def _cmd_replay(args: argparse.Namespace) -> int:
     from wsvs_ros.replay import default_model, format_summary, replay_bag
 
     logging.basicConfig(format="wsvs replay: %(message)s")  # undecodable-frame warnings, above the progress bar
-    try:
-        stats = replay_bag(
-            args.bag, args.out, topic=args.topic, model=args.model or default_model(), backend=args.backend,
-            device=args.device, publish_classes=args.classes, png_every=args.png_every, max_gap=args.max_gap,
-            force=args.force, progress=sys.stderr.isatty(),
-        )  # fmt: skip
-    except FileExistsError as e:  # an existing --out is a usage error like those main() reports
-        print(f"wsvs replay: error: {e}", file=sys.stderr)
-        return 2
+    stats = replay_bag(
+        args.bag, args.out, topic=args.topic, model=args.model or default_model(), backend=args.backend,
+        device=args.device, publish_classes=args.classes, png_every=args.png_every, max_gap=args.max_gap,
+        force=args.force, progress=sys.stderr.isatty(),
+    )  # fmt: skip
     print(format_summary(stats, args.out))
     return 0
 
@@ -153,7 +149,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
-    except (ValueError, FileNotFoundError, ImportError, RuntimeError) as e:
+    except (ValueError, FileNotFoundError, FileExistsError, ImportError, RuntimeError) as e:
         print(f"wsvs {args.command}: error: {e}", file=sys.stderr)
         return 2
 

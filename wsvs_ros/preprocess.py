@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -19,7 +21,16 @@ def frame_to_tensor(rgb: np.ndarray, spec: ModelSpec, device: torch.device) -> t
     """
     if rgb.ndim != 3 or rgb.shape[2] != 3 or rgb.dtype != np.uint8 or rgb.shape[0] == 0 or rgb.shape[1] == 0:
         raise ValueError(f"expected an (H, W, 3) uint8 RGB image, got shape {rgb.shape} dtype {rgb.dtype}")
-    x = torch.from_numpy(np.ascontiguousarray(rgb)).to(device, non_blocking=True)
+    rgb = np.ascontiguousarray(rgb)
+    if not rgb.flags.writeable:
+        # A zero-copy decode of a message buffer is read-only; torch would warn on sharing it, and only the float
+        # copy below (or the device copy) is ever written, so sharing is safe.
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message="The given NumPy array is not writable")
+            x = torch.from_numpy(rgb)
+    else:
+        x = torch.from_numpy(rgb)
+    x = x.to(device, non_blocking=True)
     x = x.permute(2, 0, 1).unsqueeze(0).float()
     if (x.shape[3], x.shape[2]) != spec.input_size:
         x = F.interpolate(

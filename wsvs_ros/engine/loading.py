@@ -7,7 +7,6 @@ from pathlib import Path
 
 import torch
 
-from wsvs_ros.engine.onnx_export import read_onnx_spec
 from wsvs_ros.engine.onnxruntime_engine import OnnxRuntimeEngine
 from wsvs_ros.engine.protocol import Engine
 from wsvs_ros.engine.torch_engine import TorchEngine
@@ -69,9 +68,8 @@ def open_engine(
         raise ValueError("the tensorrt backend needs a CUDA device; use device cuda")
     from wsvs_ros.engine.tensorrt_engine import load_tensorrt_engine  # lazy: needs tensorrt
 
-    spec = read_onnx_spec(path)
     engine = load_tensorrt_engine(
         path, precision="fp16" if precision == "auto" else precision, device=device,
         build_if_missing=build_engine_if_missing,
     )  # fmt: skip
-    return engine, spec
+    return engine, engine.spec
