@@ -46,7 +46,8 @@ def open_engine(
         raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
     if not path.is_file():
         raise FileNotFoundError(f"model file {path} does not exist")
-    if device.type == "cuda" and not torch.cuda.is_available():
+    if device.type == "cuda" and not torch.cuda.is_available() and backend != "tensorrt":
+        # (TensorRT still runs then, through pycuda, with frames and flows on the CPU.)
         raise ValueError(f"device {device} asked for, but this PyTorch build sees no CUDA device; use device cpu")
     is_onnx = path.suffix == ".onnx"
     if backend == "torch":
