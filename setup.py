@@ -40,6 +40,7 @@ setup(
         "console_scripts": [
             "wsvs = wsvs_ros.cli:main",
             "segment_node = wsvs_ros.node:main",
+            "wsvs-train = training.cli:main",
         ],
     },
     zip_safe=False,
