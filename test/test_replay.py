@@ -380,7 +380,7 @@ def test_cli_replay_prints_where_the_outputs_are(
 def test_cli_without_model_says_to_pass_one_when_none_is_packaged(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(replay, "DEFAULT_MODEL", "data/no_such_model.pt")
+    monkeypatch.setattr(replay, "default_model_path", lambda: tmp_path / "no_such_model.pt")
     bag = camera_bag(tmp_path / "drive", moving_frames(1))
     assert main(["replay", str(bag), "--out", str(tmp_path / "out")]) == 2
     err = capsys.readouterr().err

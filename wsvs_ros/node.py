@@ -49,7 +49,6 @@ from std_msgs.msg import Header, String
 from wsvs_ros.diagnostics import DiagnosticsReporter, Level
 from wsvs_ros.frame_slot import FrameSlot
 from wsvs_ros.node_config import (
-    NODE_NAME,
     PARAMETERS,
     READY_MESSAGE,
     NodeConfig,
@@ -61,6 +60,7 @@ from wsvs_ros.node_config import (
 from wsvs_ros.outputs import (
     CLASS_MAP_TOPIC,
     LABELS_TOPIC,
+    NODE_NAME,
     OVERLAY_TOPIC,
     class_map_json,
     decode_frame,

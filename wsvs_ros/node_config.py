@@ -11,7 +11,6 @@ from __future__ import annotations
 import math
 import re
 from dataclasses import dataclass
-from importlib import resources
 from pathlib import Path
 from typing import Any
 
@@ -19,11 +18,10 @@ from wsvs_ros.engine.loading import BACKENDS, PRECISIONS, open_engine
 from wsvs_ros.engine.tensorrt_engine import EngineNotBuiltError
 from wsvs_ros.flow import make_flow
 from wsvs_ros.labels import LabelSet, get_label_set
+from wsvs_ros.model.checkpoint import default_model_path
 from wsvs_ros.outputs import resolve_classes
 from wsvs_ros.pipeline import Segmenter
 from wsvs_ros.spec import WINDOWS, ModelSpec
-
-NODE_NAME = "wsvs_segmenter"
 
 # The node logs this (followed by the topic) once it is subscribed; launch/segment.launch.py waits for it before
 # starting `ros2 bag play`, so a replay does not lose its first frames to the model's warm-up.
@@ -177,12 +175,6 @@ class NodeConfig:
     def max_gap_s(self) -> float | None:
         """`max_gap` for the Segmenter: None when 0 (never restart on a gap)."""
         return self.max_gap or None
-
-
-def default_model_path() -> Path:
-    """The package's default model file, wsvs_ros/data/default_model.pt (it may not be installed)."""
-    # A filesystem path: the package is installed unzipped (zip_safe=False), and open_engine wants a real file.
-    return Path(str(resources.files("wsvs_ros") / "data" / "default_model.pt"))
 
 
 def resolve_model_path(model: str) -> Path:

@@ -23,6 +23,7 @@ from wsvs_ros.ros_io import (
     rgb_to_image,
 )
 
+NODE_NAME = "wsvs_segmenter"  # the live node's name; replayed topics sit where the node publishes them
 LABELS_TOPIC = "labels"
 OVERLAY_TOPIC = "overlay"
 CLASS_MAP_TOPIC = "class_map"

@@ -19,7 +19,6 @@ written, so a crashed or interrupted replay never leaves a directory that looks 
 
 from __future__ import annotations
 
-import importlib.resources
 import json
 import logging
 import os
@@ -52,9 +51,11 @@ from tqdm.contrib.logging import logging_redirect_tqdm
 from wsvs_ros.engine.loading import open_engine
 from wsvs_ros.flow import make_flow
 from wsvs_ros.labels import LabelSet, get_label_set
+from wsvs_ros.model.checkpoint import default_model_path
 from wsvs_ros.outputs import (
     CLASS_MAP_TOPIC,
     LABELS_TOPIC,
+    NODE_NAME,
     OVERLAY_TOPIC,
     class_map_json,
     decode_frame,
@@ -68,9 +69,7 @@ from wsvs_ros.stats import RunStats, summarize
 
 log = logging.getLogger(__name__)
 
-NODE_NAME = "wsvs_segmenter"  # the live node's name; replayed topics sit where the node publishes them
 IMAGE_TYPES = ("sensor_msgs/msg/Image", "sensor_msgs/msg/CompressedImage")
-DEFAULT_MODEL = "data/default_model.pt"  # inside the wsvs_ros package
 DEFAULT_CLASSES = ("road", "sidewalk", "vegetation")
 
 MASKS_BAG = "masks"
@@ -99,13 +98,13 @@ def default_model() -> Path:
     Raises:
         FileNotFoundError: this install ships no default model; the message says to pass one.
     """
-    path = importlib.resources.files("wsvs_ros").joinpath(DEFAULT_MODEL)
+    path = default_model_path()
     if not path.is_file():
         raise FileNotFoundError(
-            f"this wsvs_ros ships no default model (wsvs_ros/{DEFAULT_MODEL} is missing); pass --model with a .pt "
+            f"this wsvs_ros ships no default model ({path} is missing); pass --model with a .pt "
             "checkpoint from wsvs-train (or an exported .onnx for --backend onnxruntime/tensorrt)"
         )
-    return Path(str(path))
+    return path
 
 
 def replay_bag(

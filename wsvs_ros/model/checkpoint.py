@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import tempfile
 from dataclasses import dataclass, field
+from importlib import resources
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +22,12 @@ class Checkpoint:
     model: TwoStreamNet
     spec: ModelSpec
     info: dict[str, Any] = field(default_factory=dict)  # provenance: the command that trained it, metrics, ...
+
+
+def default_model_path() -> Path:
+    """The model shipped in the package, wsvs_ros/data/default_model.pt (check `.is_file()`: an install may lack it)."""
+    # A filesystem path: the package is installed unzipped (zip_safe=False), and the loaders want a real file.
+    return Path(str(resources.files("wsvs_ros") / "data" / "default_model.pt"))
 
 
 def build_model(spec: ModelSpec) -> TwoStreamNet:
