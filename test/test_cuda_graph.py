@@ -1,12 +1,12 @@
-"""CudaGraphFlow: one replayed graph per frame gives the same flow as the eager computation."""
+"""CudaGraphed: one replayed graph per frame gives the same flow and logits as the eager computation."""
 
 from __future__ import annotations
 
 import pytest
 import torch
 
+from wsvs_ros.cuda_graph import CudaGraphed
 from wsvs_ros.flow import TorchFlow
-from wsvs_ros.flow.cuda_graph import CudaGraphFlow
 
 needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 
@@ -20,7 +20,7 @@ def pair(h: int, w: int, device: str) -> tuple[torch.Tensor, torch.Tensor]:
 
 def test_cpu_inputs_run_eagerly() -> None:
     calls = []
-    graphed = CudaGraphFlow(lambda a, b: calls.append(1) or b - a)
+    graphed = CudaGraphed(lambda a, b: calls.append(1) or b - a)
     prev, cur = pair(32, 48, "cpu")
     assert torch.equal(graphed(prev, cur), cur - prev) and calls == [1]
 
@@ -28,7 +28,7 @@ def test_cpu_inputs_run_eagerly() -> None:
 @needs_cuda
 def test_graph_replay_equals_eager_torch_flow_and_recaptures_on_a_new_size() -> None:
     flow = TorchFlow(warps=2, iterations=5)
-    graphed = CudaGraphFlow(flow)
+    graphed = CudaGraphed(flow)
     for h, w in ((64, 96), (64, 96), (48, 80)):
         prev, cur = pair(h, w, "cuda")
         expected = flow(prev, cur)
@@ -39,3 +39,21 @@ def test_graph_replay_equals_eager_torch_flow_and_recaptures_on_a_new_size() -> 
     kept = graphed(prev, cur)
     graphed(cur, prev)  # the replay overwrites the graph's buffers; a flow already returned must not change
     torch.testing.assert_close(kept, flow(prev, cur), rtol=1e-4, atol=1e-4)
+
+
+@needs_cuda
+def test_graphed_network_gives_the_eager_logits() -> None:
+    from conftest import tiny_spec
+
+    from wsvs_ros.engine import TorchEngine
+    from wsvs_ros.model.checkpoint import build_model
+
+    spec = tiny_spec(input_width=128, input_height=64)
+    model = build_model(spec)
+    eager = TorchEngine(model, device="cuda", half=False)
+    graphed = TorchEngine(model, device="cuda", half=False, cuda_graph=True)
+    for seed in (0, 1):
+        g = torch.Generator().manual_seed(seed)
+        rgb = torch.randn(1, 3, 64, 128, generator=g).cuda()
+        flow = torch.randn(1, 2 * spec.flow_length, 64, 128, generator=g).cuda()
+        torch.testing.assert_close(graphed.infer(rgb, flow), eager.infer(rgb, flow), rtol=1e-4, atol=1e-4)

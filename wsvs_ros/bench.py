@@ -36,7 +36,7 @@ class BenchConfig:
     precision: str = "auto"  # auto = fp16 on CUDA, fp32 on CPU
     flow: str = "torch"
     flow_length: int = 10
-    cuda_graph: bool = True  # replay the torch flow as a CUDA graph on CUDA devices
+    cuda_graph: bool = True  # replay the torch flow and the torch network as CUDA graphs on CUDA devices
 
 
 def moving_scene(frames: int, size: tuple[int, int], *, seed: int = 0) -> list[bytes]:
@@ -84,7 +84,7 @@ def run_bench(cfg: BenchConfig, *, progress: bool = True) -> dict[str, Any]:
     with tempfile.TemporaryDirectory() as tmp:
         if cfg.backend == "torch":
             half = None if cfg.precision == "auto" else cfg.precision == "fp16"
-            engine = TorchEngine(model, device=device, half=half)
+            engine = TorchEngine(model, device=device, half=half, cuda_graph=cfg.cuda_graph)
             precision = "fp16" if engine.half else "fp32"
         elif cfg.backend == "onnxruntime":
             if device.type != "cpu":

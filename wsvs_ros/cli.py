@@ -63,6 +63,18 @@ def _cmd_replay(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_demo(args: argparse.Namespace) -> int:
+    from wsvs_ros.replay import default_model, format_summary, replay_bag, sample_drive
+
+    # A demo output folder is replaced on the next run (replay only ever replaces folders it wrote itself).
+    stats = replay_bag(
+        sample_drive(), args.out, model=args.model or default_model(), backend=args.backend, device=args.device,
+        force=True, progress=sys.stderr.isatty(),
+    )  # fmt: skip
+    print(format_summary(stats, args.out))
+    return 0
+
+
 def _cmd_build_engine(args: argparse.Namespace) -> int:
     if args.int8 and args.calib is None:
         raise ValueError("--int8 needs --calib: recorded camera frames (a folder of consecutive images or a bag)")
@@ -108,7 +120,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--precision", choices=("auto", "fp32", "fp16"), default="auto", help="auto: fp16 on CUDA")
     p.add_argument("--flow", choices=("torch", "opencv"), default="torch", help="optical flow backend")
     p.add_argument("--flow-length", type=int, default=10, help="L, flows stacked per frame")
-    p.add_argument("--no-cuda-graph", action="store_true", help="run the CUDA flow eagerly (for comparison)")
+    p.add_argument("--no-cuda-graph", action="store_true", help="run flow and network eagerly on CUDA (for comparison)")
     p.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
     p.set_defaults(func=_cmd_bench)
 
@@ -116,6 +128,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("checkpoint", help="a .pt checkpoint written by wsvs-train")
     p.add_argument("--out", required=True, help="the .onnx file to write")
     p.set_defaults(func=_cmd_export)
+
+    p = sub.add_parser("demo", help="segment the bundled sample drive with the default model (no ROS, no GPU)")
+    p.add_argument("--out", default="wsvs_demo", help="output folder (default ./wsvs_demo; replaced on each run)")
+    p.add_argument("--model", help="a .pt checkpoint or .onnx instead of the shipped default model")
+    p.add_argument("--backend", choices=("torch", "onnxruntime", "tensorrt"), default="torch")
+    p.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
+    p.set_defaults(func=_cmd_demo)
 
     p = sub.add_parser("replay", help="segment a bag's camera topic offline: masks bag, overlay video, PNGs, stats")
     p.add_argument("bag", help="rosbag2 directory, .mcap or .db3 file, or ROS 1 .bag (only read)")

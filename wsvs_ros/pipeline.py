@@ -9,8 +9,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from wsvs_ros.cuda_graph import CudaGraphed
 from wsvs_ros.engine import Engine
-from wsvs_ros.flow.cuda_graph import CudaGraphFlow
 from wsvs_ros.flow.window import FlowWindow, WindowSample
 from wsvs_ros.preprocess import encode_flow, frame_to_tensor, normalize_rgb
 from wsvs_ros.spec import ModelSpec
@@ -75,7 +75,7 @@ class Segmenter:
             return encode_flow(flow(prev, cur), spec)  # encoded once per flow, not once per frame
 
         self.window = FlowWindow(
-            CudaGraphFlow(encoded_flow) if cuda_graph else encoded_flow,
+            CudaGraphed(encoded_flow) if cuda_graph else encoded_flow,
             length=spec.flow_length,
             window=spec.window,
             max_gap=max_gap,

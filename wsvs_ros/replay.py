@@ -27,6 +27,7 @@ import shutil
 import time
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager, nullcontext
+from importlib import resources
 from itertools import pairwise
 from pathlib import Path
 from statistics import median
@@ -90,6 +91,11 @@ _LATCHED = Qos(
     QosHistory.KEEP_LAST, 1, QosReliability.RELIABLE, QosDurability.TRANSIENT_LOCAL, QosTime(0, 0), QosTime(0, 0),
     QosLiveliness.AUTOMATIC, QosTime(0, 0), False,
 )  # fmt: skip
+
+
+def sample_drive() -> Path:
+    """The sample drive bag shipped for `wsvs demo` (wsvs_ros/data/sample_drive, made by training.sample_bag)."""
+    return Path(str(resources.files("wsvs_ros") / "data" / "sample_drive"))
 
 
 def default_model() -> Path:

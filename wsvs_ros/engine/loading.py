@@ -24,6 +24,7 @@ def open_engine(
     device: str | torch.device = "cpu",
     precision: str = "auto",
     build_engine_if_missing: bool = False,
+    cuda_graph: bool = False,
 ) -> tuple[Engine, ModelSpec]:
     """Load `model` for `backend`.
 
@@ -33,6 +34,7 @@ def open_engine(
         device: "cpu", "cuda" or "cuda:N".
         precision: "auto" (fp16 on CUDA, fp32 on CPU), "fp32", "fp16", or "int8" (TensorRT only).
         build_engine_if_missing: TensorRT only: build the engine now (minutes) instead of failing with the command.
+        cuda_graph: torch on CUDA only: replay the network as a captured CUDA graph.
     Raises:
         FileNotFoundError: no such model file.
         ValueError: a combination that cannot work, naming the fix (e.g. a .pt file for onnxruntime).
@@ -57,7 +59,7 @@ def open_engine(
             raise ValueError("int8 needs the tensorrt backend")
         ckpt = load_checkpoint(path)
         half = None if precision == "auto" else precision == "fp16"
-        return TorchEngine(ckpt.model, device=device, half=half), ckpt.spec
+        return TorchEngine(ckpt.model, device=device, half=half, cuda_graph=cuda_graph), ckpt.spec
     if not is_onnx:
         raise ValueError(f"the {backend} backend loads an exported .onnx; run `wsvs export {path} --out model.onnx`")
     if backend == "onnxruntime":
