@@ -74,36 +74,40 @@ def main() -> None:
     args = parser.parse_args()
     device = torch.device("cuda")
     rows = []
-    configs = [  # (input size, width, precision, CUDA-graph flow)
-        ((1024, 512), 1.0, "fp16", True),
-        ((1024, 512), 1.0, "fp32", True),
-        ((1024, 512), 1.0, "fp16", False),
-        ((1024, 512), 0.25, "fp16", True),
-        ((1024, 512), 0.25, "fp32", True),
-        ((960, 544), 1.0, "fp16", True),
-        ((960, 544), 0.25, "fp16", True),
+    fast = {"scale_factor": 0.5, "warps": 3}
+    configs = [  # (input size, width, precision, CUDA graphs, flow params)
+        ((1024, 512), 1.0, "fp16", True, {}),
+        ((1024, 512), 1.0, "fp16", True, fast),
+        ((1024, 512), 1.0, "fp32", True, {}),
+        ((1024, 512), 1.0, "fp16", False, {}),
+        ((1024, 512), 0.25, "fp16", True, {}),
+        ((1024, 512), 0.25, "fp16", True, fast),
+        ((960, 544), 1.0, "fp16", True, {}),
+        ((960, 544), 0.25, "fp16", True, fast),
+        ((512, 256), 0.25, "fp16", True, {}),
     ]
-    for size, width, precision, graph in configs:
+    for size, width, precision, graph, flow_params in configs:
         cfg = BenchConfig(
             frames=args.frames, warmup=5, input_size=size, camera_size=size, width=width, device="cuda",
-            precision=precision, flow="torch", cuda_graph=graph,
+            precision=precision, flow="torch", flow_params=flow_params, cuda_graph=graph,
         )  # fmt: skip
         r = run_bench(cfg, progress=False)
         rows.append(r)
-        print(json.dumps({k: r[k] for k in ("input_size", "width", "precision", "cuda_graph", "fps")}), flush=True)
+        print(json.dumps({k: r[k] for k in ("input_size", "width", "precision", "cuda_graph", "flow_params", "fps")}))
     epe = flow_epe(device, (1024, 512))
     with open(args.out, "w") as f:
         json.dump({"bench": rows, "flow_epe_1024x512": epe}, f, indent=2)
     print(f"\n{rows[0]['device_name']}, torch {torch.__version__}\n")
     print(
-        "| input | width | precision | flow as CUDA graph | flow ms | network ms | postprocess ms | flow+net+post ms "
-        "| total ms (incl. decode, preprocess) | fps | peak GPU MiB |"
+        "| input | width | precision | CUDA graphs | flow params | flow ms | network ms | postprocess ms "
+        "| flow+net+post ms | total ms (incl. decode, preprocess) | fps | peak GPU MiB |"
     )
-    print("|---|---|---|---|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|")
     for r in rows:
         s = r["stage_ms"]
         fnp = s["flow"]["mean"] + s["network"]["mean"] + s["postprocess"]["mean"]
-        print(f"| {r['input_size']} | {r['width']} | {r['precision']} | {r['cuda_graph']} | {s['flow']['mean']:.2f} | "
+        print(f"| {r['input_size']} | {r['width']} | {r['precision']} | {r['cuda_graph']} | "
+              f"{r['flow_params'] or 'defaults'} | {s['flow']['mean']:.2f} | "
               f"{s['network']['mean']:.2f} | {s['postprocess']['mean']:.2f} | {fnp:.2f} | {s['total']['mean']:.2f} | "
               f"{r['fps']:.1f} | {r['peak_gpu_mem_mb']:.0f} |")  # fmt: skip
     print("\n| motion (1024x512) | EPE fp32 px | EPE fp16 px | ms fp32 | ms fp16 |\n|---|---|---|---|---|")

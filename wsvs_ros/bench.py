@@ -8,7 +8,7 @@ from __future__ import annotations
 import platform
 import tempfile
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -35,6 +35,7 @@ class BenchConfig:
     device: str = "cpu"
     precision: str = "auto"  # auto = fp16 on CUDA, fp32 on CPU
     flow: str = "torch"
+    flow_params: dict[str, Any] = field(default_factory=dict)  # the flow backend's keyword arguments
     flow_length: int = 10
     cuda_graph: bool = True  # replay the torch flow and the torch network as CUDA graphs on CUDA devices
 
@@ -76,7 +77,7 @@ def run_bench(cfg: BenchConfig, *, progress: bool = True) -> dict[str, Any]:
         raise RuntimeError("--device cuda asked for, but this PyTorch has no CUDA device")
     spec = ModelSpec(
         DRIVE.name, DRIVE.names, input_width=cfg.input_size[0], input_height=cfg.input_size[1],
-        flow_length=cfg.flow_length, flow_method=cfg.flow, width=cfg.width,
+        flow_length=cfg.flow_length, flow_method=cfg.flow, flow_params=cfg.flow_params, width=cfg.width,
     )  # fmt: skip
     torch.manual_seed(0)
     model = build_model(spec)
@@ -121,6 +122,7 @@ def run_bench(cfg: BenchConfig, *, progress: bool = True) -> dict[str, Any]:
         "backend": cfg.backend,
         "precision": precision,
         "flow": cfg.flow,
+        "flow_params": cfg.flow_params,
         "cuda_graph": graphed,
         "width": cfg.width,
         "params": params,
@@ -139,7 +141,7 @@ def format_report(r: dict[str, Any]) -> str:
     lines = [
         f"wsvs bench: {r['frames']} frames (after warm-up), camera {r['camera_size']} -> input {r['input_size']}, "
         f"L={r['flow_length']}, width {r['width']} ({r['params'] / 1e6:.1f} M params)",
-        f"  {r['backend']} {r['precision']} on {r['device']} ({r['device_name']}), flow: {r['flow']}"
+        f"  {r['backend']} {r['precision']} on {r['device']} ({r['device_name']}), flow: {r['flow']} {r['flow_params']}"
         f"{' (CUDA graph)' if r['cuda_graph'] else ''}, "
         f"flows computed: {r['flows_computed']} for {r['frames_pushed']} frames",
         f"  {'stage':<12}{'mean ms':>10}{'p50 ms':>10}{'p95 ms':>10}",

@@ -18,6 +18,16 @@ def _size(text: str) -> tuple[int, int]:
     return w, h
 
 
+def _json_object(text: str) -> dict:
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as e:
+        raise argparse.ArgumentTypeError(f"not JSON ({e}): {text!r}") from None
+    if not isinstance(value, dict):
+        raise argparse.ArgumentTypeError(f'expected a JSON object such as {{"warps": 3}}, got {text!r}')
+    return value
+
+
 def _positive_float(text: str) -> float:
     value = float(text)
     if not value > 0:
@@ -31,7 +41,7 @@ def _cmd_bench(args: argparse.Namespace) -> int:
     cfg = BenchConfig(
         frames=args.frames, warmup=args.warmup, input_size=args.input_size, camera_size=args.camera_size,
         width=args.width, backend=args.backend, device=args.device, precision=args.precision, flow=args.flow,
-        flow_length=args.flow_length, cuda_graph=not args.no_cuda_graph,
+        flow_params=args.flow_params, flow_length=args.flow_length, cuda_graph=not args.no_cuda_graph,
     )  # fmt: skip
     report = run_bench(cfg, progress=not args.json)
     print(json.dumps(report) if args.json else format_report(report))
@@ -119,6 +129,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
     p.add_argument("--precision", choices=("auto", "fp32", "fp16"), default="auto", help="auto: fp16 on CUDA")
     p.add_argument("--flow", choices=("torch", "opencv"), default="torch", help="optical flow backend")
+    p.add_argument(
+        "--flow-params", type=_json_object, default={}, help="flow backend arguments as JSON, e.g. '{\"warps\": 3}'"
+    )
     p.add_argument("--flow-length", type=int, default=10, help="L, flows stacked per frame")
     p.add_argument("--no-cuda-graph", action="store_true", help="run flow and network eagerly on CUDA (for comparison)")
     p.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
