@@ -8,7 +8,7 @@ from __future__ import annotations
 import itertools
 import json
 import math
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import cv2
@@ -28,19 +28,6 @@ BACKENDS: dict[str, Callable[[], Callable[[torch.Tensor, torch.Tensor], torch.Te
     "dis": lambda: OpenCVFlow(method="dis"),
     "farneback": lambda: OpenCVFlow(method="farneback"),
 }
-
-
-@pytest.fixture(autouse=True, scope="module")
-def one_intra_op_thread() -> Iterator[None]:
-    """Run this module's tests on one PyTorch thread, restoring the setting afterwards.
-
-    TorchFlow launches thousands of small ops per flow; with two OpenMP threads on a 2-core machine shared with other
-    processes every op waits for the busy core, and this module took 73 s instead of 3 s.
-    """
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
 
 
 # Endpoint errors are averaged away from the border, where the synthetic `prev` repeats border pixels of `cur`.
@@ -277,3 +264,14 @@ def test_torch_flow_explains_consecutive_driving_frames() -> None:
         # Measured on frames 10-12 of seq0000: 2.9 and 3.7 grey levels left of 13.3 and 14.5; Farnebäck leaves 4.6, 4.8.
         assert ours < 0.4 * unwarped, f"{ours:.2f} grey levels with TorchFlow vs {unwarped:.2f} without warping"
         assert ours <= reference, f"{ours:.2f} grey levels with TorchFlow vs {reference:.2f} with Farnebäck"
+
+
+def test_torch_flow_on_cpu_runs_single_threaded_and_restores_the_thread_count() -> None:
+    threads = torch.get_num_threads()
+    seen: list[int] = []
+    flow = TorchFlow(warps=1, iterations=1)
+    original = flow._flow
+    flow._flow = lambda a, b: seen.append(torch.get_num_threads()) or original(a, b)  # type: ignore[method-assign]
+    image = torch.rand(1, 3, 32, 48) * 255
+    flow(image, image)
+    assert seen == [1] and torch.get_num_threads() == threads
