@@ -179,7 +179,7 @@ def test_a_tensorrt_engine_not_built_yet_gives_the_build_command(
 ) -> None:
     onnx = tmp_path / "model.onnx"
     onnx.write_bytes(b"exported")
-    command = f"wsvs build-engine {onnx} --precision fp16"
+    command = tensorrt_engine.build_engine_command(onnx, precision="fp16")
 
     def not_built(*args: object, **kwargs: object) -> None:
         raise EngineNotBuiltError(f"no usable TensorRT fp16 engine for model.onnx: {command}", command=command)
