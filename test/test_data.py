@@ -1,0 +1,236 @@
+"""Dataset layouts, tags, label maps and train/deploy flow parity."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+import torch
+from conftest import tiny_spec
+from weak_fixtures import write_tiny_drives
+
+from training import data
+from training.data import (
+    FlowCache,
+    WeakDataset,
+    camvid_clips,
+    cityscapes_clips,
+    load_label_map,
+    pair_flows,
+    synth_clips,
+    window_flows,
+    write_tags_from_annotations,
+)
+from wsvs_ros.engine import TorchEngine
+from wsvs_ros.flow import make_flow
+from wsvs_ros.labels import CAMVID, CITYSCAPES, DRIVE, VOID_ID
+from wsvs_ros.model.checkpoint import build_model
+from wsvs_ros.pipeline import Segmenter
+from wsvs_ros.spec import ModelSpec
+
+
+def _png(path: Path, image: np.ndarray) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    cv2.imwrite(str(path), image)
+
+
+def _moving_frames(n: int, *, size: tuple[int, int] = (64, 32), seed: int = 0) -> list[np.ndarray]:
+    """n RGB frames of a smooth random texture sliding right by 1.5 px per frame."""
+    rng = np.random.default_rng(seed)
+    w, h = size
+    base = cv2.GaussianBlur(rng.uniform(0, 255, (h, w + 4 * n, 3)).astype(np.float32), (0, 0), 2)
+    frames = []
+    for i in range(n):
+        m = np.float32([[1, 0, -1.5 * i], [0, 1, 0]])
+        frames.append(cv2.warpAffine(base, m, (w + 4 * n, h))[:, :w].clip(0, 255).astype(np.uint8))
+    return frames
+
+
+def _camvid_spec(window: str) -> ModelSpec:
+    return ModelSpec("camvid", CAMVID.names, input_width=64, input_height=32, flow_length=4, window=window)
+
+
+def _write_cityscapes(root: Path, *, frames: int = 30) -> None:
+    rng = np.random.default_rng(0)
+    for i in range(frames):
+        _png(
+            root / "leftImg8bit_sequence/val/aachen" / f"aachen_000001_{i:06d}_leftImg8bit.png",
+            rng.integers(0, 255, (8, 16, 3), dtype=np.uint8),
+        )
+    label_ids = np.zeros((8, 16), np.uint8)  # 0 = unlabeled -> void
+    label_ids[4:] = 7  # road
+    label_ids[:2, :4] = 26  # car
+    _png(root / "gtFine/val/aachen/aachen_000001_000019_gtFine_labelIds.png", label_ids)
+
+
+def test_cityscapes_snippet_targets_its_annotated_20th_frame(tmp_path: Path) -> None:
+    _write_cityscapes(tmp_path)
+    (tmp_path / "tags/val").mkdir(parents=True)
+    (tmp_path / "tags/val/aachen_000001.json").write_text(json.dumps({"tags": ["road", "car"]}))
+    [clip] = cityscapes_clips(tmp_path, "val")
+    assert clip.name == "aachen_000001"
+    assert len(clip.frames) == 30
+    assert clip.targets == (19,)
+    assert clip.frames[19].name == "aachen_000001_000019_leftImg8bit.png"
+    assert clip.tags == {"road", "car"}
+    labels = load_label_map(clip, 19)
+    assert labels[5, 0] == CITYSCAPES.by_name("road").id
+    assert labels[0, 0] == CITYSCAPES.by_name("car").id
+    assert labels[3, 8] == VOID_ID
+
+
+def test_tags_are_derived_once_from_annotations(tmp_path: Path) -> None:
+    _write_cityscapes(tmp_path)
+    with pytest.raises(FileNotFoundError, match="write_tags_from_annotations"):
+        cityscapes_clips(tmp_path, "val")
+    (tmp_path / "tags/val").mkdir(parents=True)
+    (tmp_path / "tags/val/aachen_000001.json").write_text(json.dumps({"tags": []}))
+    clips = cityscapes_clips(tmp_path, "val")
+    write_tags_from_annotations(tmp_path, "val", clips, CITYSCAPES)
+    assert json.loads((tmp_path / "tags/val/aachen_000001.json").read_text())["tags"] == ["road", "car"]
+
+
+def test_unknown_tag_is_refused_with_the_class_list(tmp_path: Path) -> None:
+    _write_cityscapes(tmp_path)
+    (tmp_path / "tags/val").mkdir(parents=True)
+    (tmp_path / "tags/val/aachen_000001.json").write_text(json.dumps({"tags": ["lava"]}))
+    with pytest.raises(KeyError, match="no class 'lava'"):
+        cityscapes_clips(tmp_path, "val")
+
+
+def test_camvid_still_gets_the_frames_of_its_flow_window(tmp_path: Path) -> None:
+    rng = np.random.default_rng(0)
+    annot = np.full((8, 16), 3, np.uint8)  # road
+    annot[0] = 11  # void
+    _png(tmp_path / "train/0001TP_006690.png", rng.integers(0, 255, (8, 16, 3), dtype=np.uint8))
+    _png(tmp_path / "trainannot/0001TP_006690.png", annot)
+    for n in range(6684, 6697):
+        _png(tmp_path / f"frames/0001TP/0001TP_{n:06d}.png", rng.integers(0, 255, (8, 16, 3), dtype=np.uint8))
+    (tmp_path / "tags/train").mkdir(parents=True)
+    (tmp_path / "tags/train/0001TP_006690.json").write_text(json.dumps({"tags": ["road", "pavement"]}))
+
+    [causal] = camvid_clips(tmp_path, "train", spec=_camvid_spec("causal"))
+    assert [p.stem for p in causal.frames] == [f"0001TP_{n:06d}" for n in range(6686, 6691)]  # L = 4 before
+    assert causal.targets == (4,)
+    assert causal.tags == {"road", "sidewalk"}  # "pavement" is CamVid's alias
+    labels = load_label_map(causal, 4)
+    assert labels[1, 0] == CAMVID.by_name("road").id and labels[0, 0] == VOID_ID
+
+    centered = _camvid_spec("centered")
+    [clip] = camvid_clips(tmp_path, "train", spec=centered)
+    assert [p.stem for p in clip.frames] == [f"0001TP_{n:06d}" for n in range(6688, 6693)]
+    assert clip.targets == (2,)
+
+
+def test_camvid_without_video_frames_names_the_folder(tmp_path: Path) -> None:
+    _png(tmp_path / "train/Seq05VD_f00000.png", np.zeros((8, 16, 3), np.uint8))
+    with pytest.raises(FileNotFoundError, match="frames/Seq05VD"):
+        camvid_clips(tmp_path, "train", spec=_camvid_spec("causal"))
+
+
+def test_synthetic_drives_are_read_with_every_frame_annotated(tmp_path: Path) -> None:
+    write_tiny_drives(tmp_path, clips=2, frames=4)
+    [train] = synth_clips(tmp_path, "train")
+    [val] = synth_clips(tmp_path, "val")
+    assert train.name == "synth_000000" and val.name == "synth_000001"
+    assert train.targets == (0, 1, 2, 3) and sorted(train.annotations) == [0, 1, 2, 3]
+    assert train.tags <= set(DRIVE.names) and "road" in train.tags
+    assert load_label_map(val, 2).shape == (32, 64)
+
+
+class _RecordingEngine:
+    """Stands in for a runtime: records the flow stack the deployed Segmenter feeds the network."""
+
+    def __init__(self, classes: int) -> None:
+        self.device = torch.device("cpu")
+        self.flows: list[torch.Tensor] = []
+        self.classes = classes
+
+    def infer(self, rgb: torch.Tensor, flow: torch.Tensor) -> torch.Tensor:
+        self.flows.append(flow.clone())
+        return torch.zeros(1, self.classes, *rgb.shape[-2:])
+
+
+@pytest.mark.parametrize("window", ["causal", "centered"])
+def test_training_flow_windows_equal_the_deployed_segmenters(window: str) -> None:
+    spec = tiny_spec(window=window, flow_length=4)
+    frames = _moving_frames(9)
+    engine = _RecordingEngine(spec.num_classes)
+    segmenter = Segmenter(engine, spec, flow=make_flow(spec))
+    for i, frame in enumerate(frames):
+        segmenter.push(frame, float(i) / 15)
+    segmenter.flush()
+    flows = pair_flows(frames, spec)
+    for t in range(len(frames)):
+        stacked, _ = window_flows(flows, t, spec)
+        torch.testing.assert_close(stacked, engine.flows[t][0], rtol=0, atol=0)
+    assert float(engine.flows[6].abs().mean()) > 0.05  # real motion, not all zeros
+
+
+def test_flow_cache_is_keyed_by_method_params_and_size(tmp_path: Path) -> None:
+    dirs = {
+        FlowCache(tmp_path, tiny_spec()).dir,
+        FlowCache(tmp_path, tiny_spec(flow_method="torch")).dir,
+        FlowCache(tmp_path, tiny_spec(flow_method="torch", flow_params={"warps": 2})).dir,
+        FlowCache(tmp_path, tiny_spec(input_width=96)).dir,
+    }
+    assert len(dirs) == 4
+    assert FlowCache(tmp_path, tiny_spec()).dir == FlowCache(tmp_path, tiny_spec(width=0.5)).dir
+
+
+def test_cached_flows_are_read_back_not_recomputed(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    write_tiny_drives(tmp_path / "d", clips=2, frames=5)
+    [clip] = synth_clips(tmp_path / "d", "train")
+    cache = FlowCache(tmp_path / "cache", tiny_spec())
+    first, flows = cache.get(clip)
+    assert (first, flows.shape) == (0, (5, 2, 32, 64))
+
+    def fail(*args: object, **kwargs: object) -> None:
+        raise AssertionError("recomputed a cached flow")
+
+    monkeypatch.setattr(data, "pair_flows", fail)
+    torch.testing.assert_close(cache.get(clip)[1], flows)
+
+
+def test_training_samples_never_read_annotations(tmp_path: Path) -> None:
+    write_tiny_drives(tmp_path / "d", clips=2, frames=6)
+    for gt in (tmp_path / "d/gtFine").rglob("*.png"):
+        gt.unlink()
+    spec = tiny_spec(flow_length=4)
+    clips = synth_clips(tmp_path / "d", "train")
+    ds = WeakDataset(clips, spec=spec, flow_cache=FlowCache(tmp_path / "c", spec), label_set=DRIVE)
+    assert [t for _, t in ds.items] == [4, 5]  # only frames with all L = 4 flows
+    sample = ds[0]
+    assert sample.image.shape == (3, 32, 64) and sample.flows.shape == (8, 32, 64)
+    assert sample.tags.dtype == torch.bool and bool(sample.tags[DRIVE.by_name("road").id])
+
+
+def test_clips_too_short_for_the_window_are_refused(tmp_path: Path) -> None:
+    write_tiny_drives(tmp_path / "d", clips=2, frames=3)
+    spec = tiny_spec(flow_length=4)
+    with pytest.raises(ValueError, match="smaller flow_length"):
+        WeakDataset(
+            synth_clips(tmp_path / "d", "train"), spec=spec, flow_cache=FlowCache(tmp_path, spec), label_set=DRIVE
+        )
+
+
+def test_a_model_runs_on_a_training_sample(tmp_path: Path) -> None:
+    write_tiny_drives(tmp_path / "d", clips=2, frames=6)
+    spec = tiny_spec(flow_length=4)
+    ds = WeakDataset(
+        synth_clips(tmp_path / "d", "train"), spec=spec, flow_cache=FlowCache(tmp_path, spec), label_set=DRIVE
+    )
+    engine = TorchEngine(build_model(spec))
+    logits = engine.infer(ds[0].image[None], ds[0].flows[None])
+    assert logits.shape == (1, len(DRIVE), 32, 64)
+
+
+def test_wsvs_train_synth_wraps_the_generator(tmp_path: Path) -> None:
+    from training.cli import main
+
+    args = ["synth", "--out", str(tmp_path), "--clips", "2", "--val-clips", "1", "--seed", "0", "--frames", "2"]
+    assert main([*args, "--size", "32x16", "--iconic", "0"]) == 0
+    assert [c.name for c in synth_clips(tmp_path, "val")] == ["synth_000001"]

@@ -1,0 +1,103 @@
+"""Evaluation metrics against hand-computed confusion matrices, and the evaluation report."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from conftest import tiny_spec
+from weak_fixtures import write_tiny_drives
+
+from training.cli import main as cli_main
+from training.data import synth_clips
+from training.evaluate import confusion_matrix, evaluate_checkpoint, metrics_from_confusion
+from wsvs_ros.labels import VOID_ID
+from wsvs_ros.model.checkpoint import build_model, save_checkpoint
+
+V = VOID_ID
+
+
+def test_confusion_matrix_counts_truth_rows_prediction_columns_and_skips_void() -> None:
+    truth = np.array([[0, 0, 1], [2, V, 1]])
+    pred = np.array([[0, 1, 1], [0, 2, 1]])
+    expected = np.array(
+        [
+            [1, 1, 0],  # truth 0: once right, once called 1
+            [0, 2, 0],  # truth 1: twice right
+            [1, 0, 0],  # truth 2: called 0
+        ]
+    )
+    np.testing.assert_array_equal(confusion_matrix(pred, truth, 3), expected)
+
+
+def test_confusion_matrix_refuses_mismatched_shapes_and_ids() -> None:
+    with pytest.raises(ValueError, match="same shape"):
+        confusion_matrix(np.zeros((2, 2)), np.zeros((2, 3)), 3)
+    with pytest.raises(ValueError, match=r"0\.\.2"):
+        confusion_matrix(np.array([[3]]), np.array([[0]]), 3)
+
+
+def test_metrics_from_a_hand_computed_confusion_matrix() -> None:
+    cm = np.array(
+        [
+            [6, 2, 0, 0],  # class a: 8 pixels
+            [1, 3, 0, 0],  # class b: 4 pixels
+            [0, 0, 0, 0],  # class c: absent from truth and prediction -> no IoU, left out of the means
+            [0, 2, 0, 0],  # class d: 2 pixels, never predicted
+        ]
+    )
+    m = metrics_from_confusion(cm, ["a", "b", "c", "d"])
+    # IoU a = 6 / (8 + 7 - 6) = 6/9; b = 3 / (4 + 7 - 3) = 3/8; d = 0 / 2 = 0
+    assert m["per_class_iou"] == pytest.approx({"a": 6 / 9, "b": 3 / 8, "c": None, "d": 0.0})
+    assert m["miou"] == pytest.approx((6 / 9 + 3 / 8 + 0) / 3)
+    assert m["per_class_acc"] == pytest.approx({"a": 6 / 8, "b": 3 / 4, "c": None, "d": 0.0})
+    assert m["mean_class_acc"] == pytest.approx((6 / 8 + 3 / 4 + 0) / 3)
+    assert m["global_acc"] == pytest.approx(9 / 14)
+    assert m["pixels"] == 14
+
+
+def test_class_predicted_but_absent_from_truth_counts_as_zero_iou_without_accuracy() -> None:
+    cm = np.array([[3, 1], [0, 0]])
+    m = metrics_from_confusion(cm, ["a", "b"])
+    assert m["per_class_iou"] == pytest.approx({"a": 3 / 4, "b": 0.0})
+    assert m["per_class_acc"] == pytest.approx({"a": 3 / 4, "b": None})
+    assert m["miou"] == pytest.approx(3 / 8)
+    assert m["mean_class_acc"] == pytest.approx(3 / 4)
+
+
+@pytest.fixture(scope="module")
+def drives_and_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    root = write_tiny_drives(tmp_path_factory.mktemp("drives"), clips=2, frames=6)
+    torch.manual_seed(0)
+    spec = tiny_spec(flow_length=2)
+    path = root / "model.pt"
+    save_checkpoint(path, build_model(spec), spec, info={"command": "test"})
+    return root, path
+
+
+@pytest.mark.parametrize("crf", [False, True])
+def test_evaluation_writes_metrics_confusion_and_overlays(
+    drives_and_checkpoint: tuple[Path, Path], tmp_path: Path, crf: bool
+) -> None:
+    root, ckpt = drives_and_checkpoint
+    clips = synth_clips(root, "val")
+    metrics = evaluate_checkpoint(ckpt, clips, out=tmp_path / "eval", cache_dir=tmp_path / "cache", crf=crf)
+    assert metrics["frames"] == 4  # frames 2..5 have both flows of L = 2
+    assert metrics["pixels"] > 0 and 0 <= metrics["miou"] <= 1
+    saved = json.loads((tmp_path / "eval/metrics.json").read_text())
+    assert saved["miou"] == pytest.approx(metrics["miou"])
+    assert np.array(saved["confusion"]).sum() == metrics["pixels"]
+    assert (tmp_path / "eval/confusion.png").stat().st_size > 1000
+    assert len(list((tmp_path / "eval").glob("overlay_*.png"))) == 1  # one per clip
+
+
+def test_evaluate_command_prints_the_summary(
+    drives_and_checkpoint: tuple[Path, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    root, ckpt = drives_and_checkpoint
+    assert cli_main(["evaluate", str(ckpt), "--data", str(root), "--split", "val", "--out", str(tmp_path)]) == 0
+    printed = json.loads(capsys.readouterr().out)
+    assert set(printed) == {"miou", "mean_class_acc", "global_acc", "frames", "per_class_iou"}

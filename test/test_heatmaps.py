@@ -1,0 +1,139 @@
+"""Classifier heatmaps (paper 3.1): FCN conversion, ImageNet VGG-16 files, iconic one-vs-all classifiers, cache."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+from conftest import tiny_spec
+from weak_fixtures import write_tiny_drives
+
+from training.data import synth_clips
+from training.heatmaps import (
+    HeatmapCache,
+    HeatmapSource,
+    VGGClassifier,
+    fully_convolutional,
+    heatmap_source,
+    load_iconic_classifier,
+    load_imagenet_vgg16,
+    save_iconic_classifier,
+    train_iconic_classifier,
+)
+from training.losses import binary_masks
+from wsvs_ros.labels import CITYSCAPES, DRIVE
+from wsvs_ros.model.vgg_init import VGG16_STATE_SHAPES
+
+SMALL_VGG_BLOCKS = ((4, 4), (8, 8), (8, 8, 8), (8, 8, 8), (8, 8, 8))  # VGG-16's layout, few channels
+
+
+def test_fully_convolutional_centre_equals_the_classifiers_logits_at_224() -> None:
+    torch.manual_seed(0)
+    classifier = VGGClassifier(SMALL_VGG_BLOCKS, grid=7, hidden=16, num_outputs=10).eval()
+    x = torch.randn(2, 3, 224, 224)
+    fcn = fully_convolutional(classifier)
+    scores = fcn(x)
+    assert scores.shape == (2, 10, 7, 7)
+    torch.testing.assert_close(scores[:, :, 3, 3], classifier(x), rtol=1e-4, atol=1e-5)
+
+
+def test_fully_convolutional_gives_a_map_on_larger_frames() -> None:
+    classifier = VGGClassifier(SMALL_VGG_BLOCKS, grid=7, hidden=16, num_outputs=10).eval()
+    assert fully_convolutional(classifier)(torch.randn(1, 3, 128, 256)).shape == (1, 10, 4, 8)
+
+
+def _random_vgg16_state() -> dict[str, torch.Tensor]:
+    """A state dict with torchvision's vgg16() keys and shapes, random values (no weights can be downloaded).
+
+    The two big classifier matrices (100M and 16M values) are random per row and per column block, broadcast from
+    small tensors, so the file stays small and the test fast; loading materialises them like real weights.
+    """
+    generator = torch.Generator().manual_seed(0)
+    state = {}
+    for key, shape in VGG16_STATE_SHAPES.items():
+        if len(shape) == 2 and shape[1] > 1000:
+            rows = torch.randn(shape[0], 1, 1, generator=generator)
+            cols = torch.randn(1, 1000, 1, generator=generator)
+            block = (rows * cols * 0.01).expand(shape[0], 1000, shape[1] // 1000 + 1)
+            state[key] = block.reshape(shape[0], -1)[:, : shape[1]]
+        else:
+            state[key] = torch.randn(shape, generator=generator) * 0.01
+    return state
+
+
+@pytest.mark.slow
+def test_imagenet_heatmaps_sum_the_softmax_of_each_class_imagenet_ids(tmp_path: Path) -> None:
+    path = tmp_path / "vgg16.pth"
+    torch.save(_random_vgg16_state(), path)
+    vgg = load_imagenet_vgg16(path)
+    fcn = fully_convolutional(vgg)
+    names = tuple(c.name for c in CITYSCAPES.classes if not c.imagenet_ids)
+    iconic = VGGClassifier(((4,), (4,), (4,)), grid=5, hidden=8, num_outputs=len(names)).eval()
+    source = HeatmapSource(CITYSCAPES, (fully_convolutional(iconic), names), fcn)
+    image = torch.rand(1, 3, 32, 32) * 255
+    heat = source(image)
+    assert heat.shape == (1, len(CITYSCAPES), 4, 4)
+    x = (image / 255 - torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1)) / torch.tensor([0.229, 0.224, 0.225]).view(
+        1, 3, 1, 1
+    )
+    probs = fcn(x).softmax(dim=1)[0, :, 0, 0]  # a 32 x 32 frame gives one position
+    car = CITYSCAPES.by_name("car")
+    torch.testing.assert_close(heat[0, car.id], probs[list(car.imagenet_ids)].sum().expand(4, 4))
+
+
+def test_imagenet_state_dict_with_a_wrong_shape_names_the_key() -> None:
+    state = {k: torch.zeros(1) for k in VGG16_STATE_SHAPES}
+    with pytest.raises(ValueError, match=r"'features.0.weight' has shape"):
+        load_imagenet_vgg16(state)
+    with pytest.raises(ValueError, match=r"lacks \['classifier.6.bias'\]"):
+        load_imagenet_vgg16({k: v for k, v in state.items() if k != "classifier.6.bias"})
+
+
+def test_every_class_needs_a_heatmap_source() -> None:
+    iconic = VGGClassifier(((4,), (4,), (4,)), grid=5, hidden=8, num_outputs=2).eval()
+    with pytest.raises(ValueError, match="class 'sidewalk' has no heatmap source"):
+        HeatmapSource(DRIVE, (fully_convolutional(iconic), ("road", "car")))
+
+
+def test_iconic_one_vs_all_classifier_learns_and_its_file_round_trips(tmp_path: Path) -> None:
+    write_tiny_drives(tmp_path / "d", clips=1, frames=1)
+    names = ("road", "vegetation", "sky")
+    model, info = train_iconic_classifier(tmp_path / "d/iconic", names, epochs=30, lr=3e-3, seed=0, log=False)
+    assert info["train_accuracy"] == 1.0  # three flat class colours are easy
+    save_iconic_classifier(tmp_path / "iconic.pt", model, names, info)
+    loaded, loaded_names = load_iconic_classifier(tmp_path / "iconic.pt")
+    assert loaded_names == names
+    x = torch.randn(1, 3, 40, 40)
+    torch.testing.assert_close(loaded(x), model(x))
+
+
+def test_heatmaps_are_cached_per_frame_and_give_masks(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    write_tiny_drives(tmp_path / "d", clips=2, frames=3)
+    model, _ = train_iconic_classifier(tmp_path / "d/iconic", DRIVE.names, epochs=1, seed=0, log=False)
+    save_iconic_classifier(tmp_path / "iconic.pt", model, DRIVE.names, {})
+    spec = tiny_spec()
+    source = heatmap_source(DRIVE, iconic_path=tmp_path / "iconic.pt")
+    cache = HeatmapCache(tmp_path / "cache", source, spec, files=[tmp_path / "iconic.pt", None])
+    [clip] = synth_clips(tmp_path / "d", "train")
+    maps = cache.clip_heatmaps(clip, [1, 2])
+    assert maps[2].shape == (len(DRIVE), 4, 8) and maps[2].dtype == torch.float16
+
+    fresh = HeatmapCache(tmp_path / "cache", source, spec, files=[tmp_path / "iconic.pt", None])
+    monkeypatch.setattr(source, "iconic", None)  # a recomputation would now fail
+    torch.testing.assert_close(fresh.clip_heatmaps(clip, [2])[2], maps[2])
+    masks = binary_masks(maps[2][None].float())
+    positive = maps[2].float().amax(dim=(1, 2)) > 0
+    assert torch.equal(masks.any(dim=(2, 3))[0], positive)  # a class the classifier finds somewhere gets a mask
+    assert positive.any()
+
+
+def test_wsvs_train_classifiers_writes_a_loadable_file(tmp_path: Path) -> None:
+    from training.cli import main
+
+    write_tiny_drives(tmp_path / "d", clips=1, frames=1)
+    out = tmp_path / "iconic.pt"
+    assert main(["classifiers", "--iconic", str(tmp_path / "d/iconic"), "--out", str(out), "--epochs", "1"]) == 0
+    _, names = load_iconic_classifier(out)
+    assert names == DRIVE.names
+    assert torch.load(out, weights_only=True)["info"]["command"].startswith("wsvs-train classifiers")

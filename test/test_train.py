@@ -1,0 +1,152 @@
+"""Training: config, losses wiring, no pixel labels in the loss, checkpoints, resume, failure on non-finite loss."""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+import torch
+import yaml
+from weak_fixtures import write_tiny_drives
+
+from training import train
+from training.heatmaps import save_iconic_classifier, train_iconic_classifier
+from training.train import (
+    OPTIMISERS,
+    TrainConfig,
+    batch_indices,
+    build_training,
+    config_from_dict,
+    disable_flow_stream,
+    fit,
+    load_config,
+    train_step,
+)
+from wsvs_ros.labels import DRIVE
+from wsvs_ros.model.checkpoint import build_model, load_checkpoint
+from wsvs_ros.spec import ModelSpec
+
+
+@pytest.fixture(scope="module")
+def drives(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = write_tiny_drives(tmp_path_factory.mktemp("drives"), clips=2, frames=5)
+    model, info = train_iconic_classifier(root / "iconic", DRIVE.names, epochs=1, seed=0, log=False)
+    save_iconic_classifier(root / "iconic.pt", model, DRIVE.names, info)
+    return root
+
+
+def tiny_config(drives: Path, out: Path, **kw: object) -> TrainConfig:
+    defaults = dict(
+        data=str(drives), out=str(out), cache=str(out / "cache"), iconic=str(drives / "iconic.pt"),
+        input_width=64, input_height=32, flow_length=2, width=1 / 32, flow_method="opencv", iterations=3,
+        batch_size=2, crf_stride=4, checkpoint_every=2, log_every=1, threads=1, seed=1,
+    )  # fmt: skip
+    return config_from_dict({**defaults, **kw})
+
+
+def _weights(path: Path) -> dict[str, torch.Tensor]:
+    return load_checkpoint(path).model.state_dict()
+
+
+def test_no_pixel_label_reaches_a_loss(drives: Path, tmp_path: Path) -> None:
+    first = fit(tiny_config(drives, tmp_path / "a"), command="test", progress=False)
+    rng = np.random.default_rng(0)
+    for gt in (drives / "gtFine").rglob("*.png"):  # ground truth replaced by random label maps
+        cv2.imwrite(str(gt), rng.integers(0, len(DRIVE), (32, 64), dtype=np.uint8))
+    second = fit(tiny_config(drives, tmp_path / "b"), command="test", progress=False)
+    a, b = _weights(first), _weights(second)
+    assert a.keys() == b.keys()
+    for key in a:
+        torch.testing.assert_close(a[key], b[key], rtol=0, atol=0)
+    assert not torch.equal(a["appearance_head.score.weight"], build_model(load_checkpoint(first).spec).state_dict()[
+        "appearance_head.score.weight"])  # fmt: skip
+
+
+def test_fit_writes_checkpoint_log_and_curve(drives: Path, tmp_path: Path) -> None:
+    path = fit(tiny_config(drives, tmp_path / "run"), command="wsvs-train fit x.yaml", progress=False)
+    ckpt = load_checkpoint(path)
+    assert ckpt.spec.input_size == (64, 32) and ckpt.spec.flow_length == 2
+    assert ckpt.info["command"] == "wsvs-train fit x.yaml"
+    assert ckpt.info["iteration"] == 3
+    assert ckpt.info["config"]["batch_size"] == 2
+    assert set(ckpt.info["metrics"]) == {"train_loss", "train_tag", "train_heatmap", "train_crf"}
+    with (tmp_path / "run/log.csv").open() as f:
+        rows = list(csv.DictReader(f))
+    assert [int(r["iteration"]) for r in rows] == [1, 2, 3]
+    assert all(float(r["tag"]) > 0 and float(r["heatmap"]) > 0 and float(r["crf"]) >= 0 for r in rows)
+    loss = float(rows[0]["loss"])
+    assert loss == pytest.approx(float(rows[0]["tag"]) + float(rows[0]["heatmap"]) + float(rows[0]["crf"]), abs=1e-4)
+    assert (tmp_path / "run/loss_curve.png").stat().st_size > 1000
+
+
+def test_resumed_run_equals_an_uninterrupted_one(drives: Path, tmp_path: Path) -> None:
+    straight = fit(tiny_config(drives, tmp_path / "straight", iterations=4), command="t", progress=False)
+    fit(tiny_config(drives, tmp_path / "resumed", iterations=2), command="t", progress=False)
+    resumed = fit(tiny_config(drives, tmp_path / "resumed", iterations=4), command="t", progress=False)
+    a, b = _weights(straight), _weights(resumed)
+    for key in a:
+        torch.testing.assert_close(a[key], b[key], rtol=0, atol=0)
+
+
+def test_resume_with_a_different_config_is_refused(drives: Path, tmp_path: Path) -> None:
+    fit(tiny_config(drives, tmp_path / "run", iterations=1), command="t", progress=False)
+    with pytest.raises(ValueError, match=r"changed: \['seed'\]"):
+        fit(tiny_config(drives, tmp_path / "run", iterations=2, seed=5), command="t", progress=False)
+
+
+def test_non_finite_loss_stops_with_a_clear_error(drives: Path, tmp_path: Path) -> None:
+    run = build_training(tiny_config(drives, tmp_path / "run"))
+    with torch.no_grad():
+        run.model.appearance_head.score.bias.fill_(float("nan"))
+    with pytest.raises(FloatingPointError, match="non-finite network output at iteration 0"):
+        train_step(run, 0)
+
+
+def test_non_finite_loss_term_is_named(drives: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    run = build_training(tiny_config(drives, tmp_path / "run"))
+    monkeypatch.setattr(train, "tag_loss", lambda logits, tags, r: logits.sum() * float("inf"))
+    with pytest.raises(FloatingPointError, match="non-finite loss at iteration 0: tag=inf, loss=inf"):
+        train_step(run, 0)
+
+
+def test_single_stream_ignores_the_flow() -> None:
+    model = build_model(
+        ModelSpec(DRIVE.name, DRIVE.names, input_width=64, input_height=32, flow_length=2, width=1 / 32)
+    )
+    disable_flow_stream(model)
+    model.eval()
+    rgb = torch.randn(1, 3, 32, 64)
+    torch.testing.assert_close(model(rgb, torch.randn(1, 4, 32, 64)), model(rgb, torch.zeros(1, 4, 32, 64)))
+    assert not any(p.requires_grad for p in model.flow_stream.parameters())
+
+
+def test_foreground_heatmap_setup_masks_only_its_classes(drives: Path, tmp_path: Path) -> None:
+    run = build_training(tiny_config(drives, tmp_path / "run", heatmap_classes=["car", "person", "pole"]))
+    batch = run.batches([0, 1])
+    allowed = {DRIVE.by_name(n).id for n in ("car", "person", "pole")}
+    others = [k for k in range(len(DRIVE)) if k not in allowed]
+    assert not batch.masks[:, others].any()
+
+
+def test_batches_cover_every_frame_once_per_epoch() -> None:
+    seen = [i for it in range(5) for i in batch_indices(it, size=10, batch_size=2, seed=3)]
+    assert sorted(seen) == list(range(10))
+    assert batch_indices(7, size=10, batch_size=2, seed=3) == batch_indices(7, size=10, batch_size=2, seed=3)
+
+
+def test_config_from_yaml_names_unknown_keys_and_bad_values(tmp_path: Path) -> None:
+    path = tmp_path / "c.yaml"
+    path.write_text(yaml.safe_dump({"data": "d", "out": "o", "heatmap_weight": 0, "learning_rate": 1}))
+    with pytest.raises(ValueError, match=r"unknown key\(s\) \['learning_rate'\]"):
+        load_config(path)
+    path.write_text(yaml.safe_dump({"data": "d", "out": "o", "heatmap_weight": 0, "window": "future"}))
+    with pytest.raises(ValueError, match="window must be one of"):
+        load_config(path)
+    config = load_config(path, window="centered", optimizer="paper")
+    assert config.preset() == OPTIMISERS["paper"]
+    assert (config.preset().lr, config.preset().momentum, config.preset().weight_decay) == (1e-5, 0.9, 5e-4)
+    with pytest.raises(ValueError, match="needs heatmaps"):
+        config_from_dict({"data": "d", "out": "o"})

@@ -1,0 +1,220 @@
+"""Evaluation against pixel-level ground truth: `wsvs-train evaluate CKPT --data DIR --split val --out DIR`.
+
+The only module that reads annotations (`training.data.load_label_map`). Frames go through the deployed
+preprocessing and flow window (`frame_to_tensor`, the model's flow backend, `FlowWindow` via `window_flows`; the
+flows are those the node computes, cached per clip), the network, optionally a dense CRF at the input size
+(`--crf`, paper 4.2), and the labels are resized to the annotation's size with nearest neighbours.
+
+Metrics come from one confusion matrix accumulated over all evaluated frames (rows: ground truth, columns:
+prediction), void pixels (255) ignored:
+- IoU_k = TP_k / (TP_k + FP_k + FN_k); a class with TP + FP + FN = 0 (absent from both the ground truth and the
+  prediction of every frame) has no IoU (null in metrics.json) and is left out of the mean IoU.
+- class accuracy_k = TP_k / (TP_k + FN_k); classes absent from the ground truth have none and are left out of the mean.
+- global accuracy = sum TP / number of non-void pixels.
+By default only frames whose L flows all exist are evaluated (`skip_warming`): the first L frames of a clip are what
+the node outputs while "warming up", and Cityscapes' / CamVid's annotated frames always have full windows.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+import torch
+
+from training.crf import dense_crf
+from training.data import Clip, FlowCache, has_full_window, load_label_map, read_rgb, window_flows
+from wsvs_ros.labels import VOID_ID, LabelSet, get_label_set
+from wsvs_ros.model.checkpoint import load_checkpoint
+from wsvs_ros.model.two_stream import TwoStreamNet
+from wsvs_ros.preprocess import frame_to_tensor, normalize_rgb
+from wsvs_ros.spec import ModelSpec
+
+
+def confusion_matrix(prediction: np.ndarray, truth: np.ndarray, num_classes: int) -> np.ndarray:
+    """(C, C) int64 counts, [truth, prediction], over the pixels whose truth is not void.
+
+    Args:
+        prediction: (H, W) integer class ids in 0..C-1.
+        truth: (H, W) integer class ids, `VOID_ID` for void.
+    Raises:
+        ValueError: shapes differ, or a non-void id is out of range.
+    """
+    if prediction.shape != truth.shape:
+        raise ValueError(f"prediction {prediction.shape} and ground truth {truth.shape} must have the same shape")
+    valid = truth != VOID_ID
+    t = truth[valid].astype(np.int64)
+    p = prediction[valid].astype(np.int64)
+    if t.size and (t.max() >= num_classes or p.max() >= num_classes or p.min() < 0):
+        raise ValueError(f"class ids must lie in 0..{num_classes - 1} (or {VOID_ID} in the ground truth)")
+    return np.bincount(t * num_classes + p, minlength=num_classes * num_classes).reshape(num_classes, num_classes)
+
+
+def metrics_from_confusion(cm: np.ndarray, names: Sequence[str]) -> dict[str, Any]:
+    """mIoU, mean class accuracy, global accuracy and per-class IoU / accuracy from a confusion matrix.
+
+    Returns fractions in 0..1; per-class values are None where undefined (see module docstring).
+    """
+    cm = cm.astype(np.float64)
+    tp = np.diag(cm)
+    truth = cm.sum(axis=1)
+    predicted = cm.sum(axis=0)
+    union = truth + predicted - tp
+    iou = [float(tp[k] / union[k]) if union[k] > 0 else None for k in range(len(names))]
+    acc = [float(tp[k] / truth[k]) if truth[k] > 0 else None for k in range(len(names))]
+    ious = [v for v in iou if v is not None]
+    accs = [v for v in acc if v is not None]
+    return {
+        "miou": float(np.mean(ious)) if ious else None,
+        "mean_class_acc": float(np.mean(accs)) if accs else None,
+        "global_acc": float(tp.sum() / cm.sum()) if cm.sum() > 0 else None,
+        "per_class_iou": dict(zip(names, iou, strict=True)),
+        "per_class_acc": dict(zip(names, acc, strict=True)),
+        "pixels": int(cm.sum()),
+    }
+
+
+@dataclass(frozen=True)
+class Prediction:
+    clip: str
+    index: int
+    labels: np.ndarray  # (H, W) uint8 at the annotation's size
+    truth: np.ndarray  # (H, W) uint8
+
+
+@torch.no_grad()
+def predict_clip(
+    model: TwoStreamNet,
+    spec: ModelSpec,
+    clip: Clip,
+    flow_cache: FlowCache,
+    *,
+    crf: bool = False,
+    skip_warming: bool = True,
+) -> list[Prediction]:
+    """Predictions for the annotated target frames of a clip (labels at the annotation's size)."""
+    first, flows = flow_cache.get(clip)
+    out = []
+    for index in clip.targets:
+        if index not in clip.annotations:
+            continue
+        if skip_warming and not has_full_window(index, len(clip.frames), spec):
+            continue
+        rgb = read_rgb(clip.frames[index])
+        frame = frame_to_tensor(rgb, spec, torch.device("cpu"))
+        stacked, _ = window_flows(flows, index - first, spec)
+        logits = model(normalize_rgb(frame, spec), stacked[None])
+        probs = logits.softmax(dim=1)
+        if crf:
+            probs = dense_crf(probs, frame)
+        labels = probs.argmax(dim=1)[0].to(torch.uint8).numpy()
+        truth = load_label_map(clip, index)
+        labels = cv2.resize(labels, (truth.shape[1], truth.shape[0]), interpolation=cv2.INTER_NEAREST_EXACT)
+        out.append(Prediction(clip.name, index, labels, truth))
+    return out
+
+
+def evaluate_model(
+    model: TwoStreamNet,
+    spec: ModelSpec,
+    clips: Sequence[Clip],
+    *,
+    cache_dir: str | Path,
+    crf: bool = False,
+    keep: int = 0,
+) -> tuple[dict[str, Any], np.ndarray, list[Prediction]]:
+    """(metrics, confusion matrix, the first `keep` predictions) over all annotated targets of `clips`."""
+    model.eval()
+    labels = get_label_set(spec.label_set)
+    cm = np.zeros((len(labels), len(labels)), np.int64)
+    cache = FlowCache(Path(cache_dir) / "flow", spec)
+    kept: list[Prediction] = []
+    frames = 0
+    for clip in clips:
+        for p in predict_clip(model, spec, clip, cache, crf=crf):
+            cm += confusion_matrix(p.labels, p.truth, len(labels))
+            frames += 1
+            if len(kept) < keep and (not kept or kept[-1].clip != p.clip):  # one frame per clip
+                kept.append(p)
+    if frames == 0:
+        raise ValueError("no annotated frame with a full flow window in these clips; nothing to evaluate")
+    metrics = metrics_from_confusion(cm, labels.names)
+    metrics["frames"] = frames
+    return metrics, cm, kept
+
+
+def plot_confusion(cm: np.ndarray, names: Sequence[str], path: Path) -> None:
+    """Row-normalised confusion matrix (each ground-truth class sums to 1) as a PNG."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = cm.sum(axis=1, keepdims=True)
+    norm = np.divide(cm, rows, out=np.zeros(cm.shape, np.float64), where=rows > 0)
+    fig, ax = plt.subplots(figsize=(1 + 0.6 * len(names), 1 + 0.6 * len(names)))
+    ax.imshow(norm, cmap="Blues", vmin=0, vmax=1)
+    ax.set_xticks(range(len(names)), names, rotation=60, ha="right")
+    ax.set_yticks(range(len(names)), names)
+    ax.set_xlabel("prediction")
+    ax.set_ylabel("ground truth")
+    for i in range(len(names)):
+        for j in range(len(names)):
+            if norm[i, j] >= 0.01:
+                ax.text(j, i, f"{norm[i, j]:.2f}", ha="center", va="center", fontsize=7,
+                        color="white" if norm[i, j] > 0.5 else "black")  # fmt: skip
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def overlay(rgb: np.ndarray, prediction: Prediction, labels: LabelSet) -> np.ndarray:
+    """(H, W, 3) uint8 RGB: the frame, ground truth and prediction side by side (void black)."""
+    truth = labels.colorize(prediction.truth)
+    pred = labels.colorize(prediction.labels)
+    blend = (0.5 * rgb + 0.5 * pred).astype(np.uint8)
+    return np.concatenate([rgb, truth, blend], axis=1)
+
+
+def write_report(
+    out: str | Path,
+    metrics: dict[str, Any],
+    cm: np.ndarray,
+    predictions: Sequence[Prediction],
+    clips: Sequence[Clip],
+    labels: LabelSet,
+) -> None:
+    """out/metrics.json, out/confusion.png and out/overlay_{clip}_{frame}.png."""
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "metrics.json").write_text(json.dumps({**metrics, "confusion": cm.tolist()}, indent=2) + "\n")
+    plot_confusion(cm, labels.names, out / "confusion.png")
+    by_name = {c.name: c for c in clips}
+    for p in predictions:
+        rgb = read_rgb(by_name[p.clip].frames[p.index])
+        rgb = cv2.resize(rgb, (p.truth.shape[1], p.truth.shape[0]), interpolation=cv2.INTER_AREA)
+        image = overlay(rgb, p, labels)
+        cv2.imwrite(str(out / f"overlay_{p.clip}_{p.index:04d}.png"), cv2.cvtColor(image, cv2.COLOR_RGB2BGR))
+
+
+def evaluate_checkpoint(
+    checkpoint: str | Path,
+    clips: Sequence[Clip],
+    *,
+    out: str | Path,
+    cache_dir: str | Path,
+    crf: bool = False,
+    overlays: int = 4,
+) -> dict[str, Any]:
+    """Evaluate a checkpoint file on clips and write the report; returns the metrics."""
+    ckpt = load_checkpoint(checkpoint)
+    metrics, cm, kept = evaluate_model(ckpt.model, ckpt.spec, clips, cache_dir=cache_dir, crf=crf, keep=overlays)
+    metrics["checkpoint"] = str(checkpoint)
+    metrics["crf"] = crf
+    write_report(out, metrics, cm, kept, clips, get_label_set(ckpt.spec.label_set))
+    return metrics

@@ -1,0 +1,351 @@
+"""Classifier heatmaps (paper 3.1): classifiers made fully convolutional give a low-resolution map per class.
+
+- Foreground classes with ImageNet counterparts (`LabelClass.imagenet_ids`): an ImageNet VGG-16 (a torchvision
+  state-dict file) made fully convolutional; a class's heatmap is the softmax probability of its ImageNet classes,
+  summed, at every position of the map.
+- Every other class: one-vs-all classifiers trained on folders of iconic images (`train_iconic_classifier`). They
+  share one small VGG-style trunk with K sigmoid outputs, each a logistic "this class vs. all others" decision.
+  One trunk rather than K networks: K times fewer weights to learn from ~100 images per class, K times less compute
+  per frame (all heatmaps come from one pass), and the outputs stay one-vs-all because each sigmoid is trained
+  independently (no softmax makes the classes compete). A class's heatmap is its output's activation (the logit,
+  before the sigmoid), as the paper reads activations off the fully convolutional net.
+- For the synthetic drives there are no ImageNet weights, so every class, car and person included, uses the
+  iconic classifiers (`HeatmapSource` with no VGG-16 file).
+
+Binary masks B_k (paper 3.2.1) are `training.losses.binary_masks(heatmaps)`, 20% of each map's maximum.
+Heatmaps of every class are computed once per training frame and cached (`HeatmapCache`).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import cv2
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from training.data import Clip, read_rgb
+from wsvs_ros.labels import LabelSet
+from wsvs_ros.model.two_stream import VGG16_BLOCKS, VGG16_FC_CHANNELS
+from wsvs_ros.model.vgg_init import IMAGENET_CLASSES, VGG16_STATE_SHAPES
+from wsvs_ros.preprocess import frame_to_tensor
+from wsvs_ros.spec import IMAGENET_MEAN, IMAGENET_STD, ModelSpec
+
+ICONIC_BLOCKS: tuple[tuple[int, ...], ...] = ((16, 16), (32, 32), (64, 64))
+ICONIC_SIZE = 40  # pixels; three pools make it the 5 x 5 grid the first fully connected layer reads
+ICONIC_HIDDEN = 128
+HEATMAP_VERSION = 2  # bumped when what a heatmap holds changes (2: iconic logits), so old caches are not reused
+HEATMAP_STRIDE = 8  # heatmaps are stored at 1/8 of the model's input size
+
+
+class VGGClassifier(nn.Module):
+    """torchvision's VGG layout, any size: `features` (3x3 conv + ReLU per layer, 2x2 max-pool after each block),
+    `avgpool` (adaptive to `grid` x `grid`), `classifier` (Linear, ReLU, Dropout, Linear, ReLU, Dropout, Linear).
+
+    With VGG16_BLOCKS, grid 7, hidden 4096 and 1000 outputs its state-dict keys and shapes are torchvision's
+    `vgg16()`; small blocks make the iconic classifier.
+
+    Args:
+        blocks: output channels of each conv, per block.
+        grid: side of the pooled map the first Linear reads.
+        hidden: width of the two hidden Linear layers.
+        num_outputs: logits.
+    """
+
+    def __init__(self, blocks: Sequence[Sequence[int]], *, grid: int, hidden: int, num_outputs: int):
+        super().__init__()
+        layers: list[nn.Module] = []
+        channels = 3
+        for block in blocks:
+            for out in block:
+                layers += [nn.Conv2d(channels, out, kernel_size=3, padding=1), nn.ReLU(inplace=True)]
+                channels = out
+            layers.append(nn.MaxPool2d(kernel_size=2, stride=2))
+        self.features = nn.Sequential(*layers)
+        self.avgpool = nn.AdaptiveAvgPool2d((grid, grid))
+        self.classifier = nn.Sequential(
+            nn.Linear(channels * grid * grid, hidden),
+            nn.ReLU(inplace=True),
+            nn.Dropout(0.5),
+            nn.Linear(hidden, hidden),
+            nn.ReLU(inplace=True),
+            nn.Dropout(0.5),
+            nn.Linear(hidden, num_outputs),
+        )
+        self.grid = grid
+        self.out_channels = channels
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, 3, H, W) normalised images -> (B, num_outputs) logits."""
+        return self.classifier(torch.flatten(self.avgpool(self.features(x)), 1))
+
+
+def fully_convolutional(classifier: VGGClassifier) -> nn.Sequential:
+    """The classifier as an FCN (paper 3.1): each Linear becomes a conv with the same weights.
+
+    The first Linear reads a (C, grid, grid) map flattened as C, H, W, so it becomes a grid x grid conv (padding
+    grid // 2 keeps the map's size); the others become 1x1 convs. At an input whose feature map is grid x grid
+    (224 x 224 for VGG-16) the centre of the output equals the classifier's logits. The adaptive average pool is
+    dropped: at that input size it is the identity, and elsewhere the convs slide over the full map instead.
+
+    Returns:
+        A module mapping (B, 3, H, W) -> (B, num_outputs, H / 2^blocks, W / 2^blocks) logits, in eval mode.
+    """
+    if classifier.grid % 2 == 0:
+        raise ValueError(f"grid={classifier.grid} must be odd so the converted conv has a centre")
+    layers: list[nn.Module] = []
+    first = True
+    for layer in classifier.classifier:
+        if isinstance(layer, nn.Linear):
+            kernel = classifier.grid if first else 1
+            in_channels = layer.in_features // (kernel * kernel)
+            conv = nn.Conv2d(in_channels, layer.out_features, kernel_size=kernel, padding=kernel // 2)
+            with torch.no_grad():
+                conv.weight.copy_(layer.weight.reshape(layer.out_features, in_channels, kernel, kernel))
+                conv.bias.copy_(layer.bias)
+            layers.append(conv)
+            first = False
+        else:
+            layers.append(layer)
+    return nn.Sequential(classifier.features, *layers).eval()
+
+
+def _normalise(image: torch.Tensor) -> torch.Tensor:
+    """(B, 3, H, W) RGB 0..255 -> ImageNet-normalised, the input both classifiers are trained on."""
+    mean = torch.tensor(IMAGENET_MEAN, dtype=image.dtype, device=image.device).view(1, 3, 1, 1)
+    std = torch.tensor(IMAGENET_STD, dtype=image.dtype, device=image.device).view(1, 3, 1, 1)
+    return (image / 255.0 - mean) / std
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# ImageNet VGG-16 (foreground classes)
+
+
+def load_imagenet_vgg16(source: str | os.PathLike[str] | Mapping[str, torch.Tensor]) -> VGGClassifier:
+    """An ImageNet VGG-16 classifier from a torchvision state-dict file (or dict); nothing is downloaded.
+
+    Raises:
+        ValueError: a key is missing or has the wrong shape (the key is named).
+    """
+    state = torch.load(source, map_location="cpu", weights_only=True) if not isinstance(source, Mapping) else source
+    missing = [k for k in VGG16_STATE_SHAPES if k not in state]
+    if missing:
+        raise ValueError(f"VGG-16 state dict lacks {missing}; pass torchvision.models.vgg16().state_dict()")
+    for key, shape in VGG16_STATE_SHAPES.items():
+        if tuple(state[key].shape) != shape:
+            raise ValueError(f"VGG-16 state dict {key!r} has shape {tuple(state[key].shape)}, expected {shape}")
+    model = VGGClassifier(VGG16_BLOCKS, grid=7, hidden=VGG16_FC_CHANNELS, num_outputs=IMAGENET_CLASSES)
+    model.load_state_dict({k: state[k] for k in VGG16_STATE_SHAPES}, strict=True)
+    return model.eval()
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Iconic one-vs-all classifiers (background classes; every class on synthetic drives)
+
+
+def load_iconic_images(iconic_dir: str | Path, names: Sequence[str]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Images of `iconic_dir/{class}/*.png|jpg` for each class name, resized to ICONIC_SIZE + 8 square.
+
+    Returns:
+        ((N, 3, S, S) uint8 images, (N,) int64 class index into `names`).
+    Raises:
+        FileNotFoundError: a class folder is missing or empty.
+    """
+    root = Path(iconic_dir)
+    side = ICONIC_SIZE + 8
+    images, labels = [], []
+    for k, name in enumerate(names):
+        folder = root / name
+        paths = sorted(p for p in folder.glob("*") if p.suffix.lower() in (".png", ".jpg", ".jpeg"))
+        if not paths:
+            raise FileNotFoundError(
+                f"no iconic images for class {name!r} in {folder}; every class without ImageNet weights needs a "
+                "folder of single-class images"
+            )
+        for path in paths:
+            rgb = cv2.resize(read_rgb(path), (side, side), interpolation=cv2.INTER_AREA)
+            images.append(torch.from_numpy(rgb).permute(2, 0, 1))
+            labels.append(k)
+    return torch.stack(images), torch.tensor(labels)
+
+
+def train_iconic_classifier(
+    iconic_dir: str | Path,
+    names: Sequence[str],
+    *,
+    epochs: int = 30,
+    lr: float = 1e-3,
+    batch_size: int = 32,
+    seed: int = 0,
+    log: bool = True,
+) -> tuple[VGGClassifier, dict[str, float]]:
+    """Train the shared-trunk one-vs-all classifier (K sigmoid outputs) on iconic images.
+
+    Each output k is a logistic regression "class k vs. all other classes' images", with the positives weighted
+    K - 1 so both sides count equally. Augmentation: random ICONIC_SIZE crops and horizontal flips.
+
+    Returns:
+        (the classifier in eval mode, {"train_accuracy": fraction of images whose highest output is their class,
+        "loss": the last epoch's mean loss}).
+    """
+    images, labels = load_iconic_images(iconic_dir, names)
+    generator = torch.Generator().manual_seed(seed)
+    torch.manual_seed(seed)
+    k = len(names)
+    model = VGGClassifier(ICONIC_BLOCKS, grid=ICONIC_SIZE // 8, hidden=ICONIC_HIDDEN, num_outputs=k)
+    optimiser = torch.optim.Adam(model.parameters(), lr=lr)
+    targets = F.one_hot(labels, k).float()
+    pos_weight = torch.full((k,), float(k - 1))
+    margin = images.shape[-1] - ICONIC_SIZE
+    loss_sum = 0.0
+    for epoch in range(epochs):
+        model.train()
+        order = torch.randperm(len(images), generator=generator)
+        loss_sum = 0.0
+        for start in range(0, len(order), batch_size):
+            idx = order[start : start + batch_size]
+            dy, dx = torch.randint(0, margin + 1, (2,), generator=generator).tolist()
+            batch = images[idx, :, dy : dy + ICONIC_SIZE, dx : dx + ICONIC_SIZE].float()
+            if torch.rand((), generator=generator) < 0.5:
+                batch = batch.flip(3)
+            logits = model(_normalise(batch))
+            loss = F.binary_cross_entropy_with_logits(logits, targets[idx], pos_weight=pos_weight)
+            optimiser.zero_grad()
+            loss.backward()
+            optimiser.step()
+            loss_sum += loss.item() * len(idx)
+        if log:
+            print(f"iconic classifier epoch {epoch + 1}/{epochs}: loss {loss_sum / len(images):.4f}", flush=True)
+    model.eval()
+    centre = margin // 2
+    with torch.no_grad():
+        crops = images[:, :, centre : centre + ICONIC_SIZE, centre : centre + ICONIC_SIZE].float()
+        predicted = model(_normalise(crops)).argmax(1)
+    return model, {"train_accuracy": float((predicted == labels).float().mean()), "loss": loss_sum / len(images)}
+
+
+def save_iconic_classifier(path: str | Path, model: VGGClassifier, names: Sequence[str], info: dict) -> None:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    torch.save({"class_names": list(names), "state_dict": model.state_dict(), "info": info}, path)
+
+
+def load_iconic_classifier(path: str | Path) -> tuple[VGGClassifier, tuple[str, ...]]:
+    """The classifier `wsvs-train classifiers` wrote, and the class names of its outputs."""
+    payload = torch.load(path, map_location="cpu", weights_only=True)
+    names = tuple(payload["class_names"])
+    model = VGGClassifier(ICONIC_BLOCKS, grid=ICONIC_SIZE // 8, hidden=ICONIC_HIDDEN, num_outputs=len(names))
+    model.load_state_dict(payload["state_dict"])
+    return model.eval(), names
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Heatmaps for a label set
+
+
+@dataclass
+class HeatmapSource:
+    """Where each class's heatmap comes from.
+
+    Attributes:
+        label_set: the classes, in the network's order.
+        iconic: the fully convolutional one-vs-all classifier and its output names (every class without an
+            ImageNet heatmap must be among them).
+        imagenet: the fully convolutional ImageNet VGG-16, or None (then every class uses `iconic`).
+    """
+
+    label_set: LabelSet
+    iconic: tuple[nn.Module, tuple[str, ...]] | None
+    imagenet: nn.Module | None = None
+
+    def __post_init__(self) -> None:
+        iconic_names = set(self.iconic[1]) if self.iconic else set()
+        for c in self.label_set.classes:
+            if not (self.imagenet is not None and c.imagenet_ids) and c.name not in iconic_names:
+                raise ValueError(
+                    f"class {c.name!r} has no heatmap source: it has no ImageNet classes (or no VGG-16 file was "
+                    f"given) and the iconic classifier covers only {sorted(iconic_names)}; add iconic/{c.name}/"
+                )
+
+    @torch.no_grad()
+    def __call__(self, image: torch.Tensor) -> torch.Tensor:
+        """(B, 3, H, W) RGB 0..255 -> (B, C, H / 8, W / 8) heatmaps, one per class of the label set: one-vs-all
+        logits for iconic classes, summed ImageNet softmax probabilities (0..1) for the others."""
+        size = (image.shape[2] // HEATMAP_STRIDE, image.shape[3] // HEATMAP_STRIDE)
+        x = _normalise(image.float())
+        maps: dict[str, torch.Tensor] = {}
+        if self.iconic is not None:
+            fcn, names = self.iconic
+            # One-vs-all activations (logits), not sigmoids: a sigmoid saturates near 1 over every region that looks
+            # somewhat like the class, so 20% of its maximum keeps most of the frame; a negative logit says "not
+            # this class" and stays outside B_k (binary_masks treats a map with no positive value as empty).
+            scores = F.interpolate(fcn(x), size=size, mode="bilinear", align_corners=False)
+            maps.update({n: scores[:, i] for i, n in enumerate(names)})
+        if self.imagenet is not None:
+            probs = self.imagenet(x).softmax(dim=1)
+            probs = F.interpolate(probs, size=size, mode="bilinear", align_corners=False)
+            for c in self.label_set.classes:
+                if c.imagenet_ids:
+                    maps[c.name] = probs[:, list(c.imagenet_ids)].sum(dim=1)
+        return torch.stack([maps[c.name] for c in self.label_set.classes], dim=1)
+
+
+def heatmap_source(
+    label_set: LabelSet, *, iconic_path: str | Path | None, vgg16_path: str | Path | None = None
+) -> HeatmapSource:
+    """Build the heatmap source from a `wsvs-train classifiers` file and optionally an ImageNet VGG-16 file."""
+    iconic = None
+    if iconic_path is not None:
+        model, names = load_iconic_classifier(iconic_path)
+        iconic = (fully_convolutional(model), names)
+    imagenet = fully_convolutional(load_imagenet_vgg16(vgg16_path)) if vgg16_path is not None else None
+    return HeatmapSource(label_set, iconic, imagenet)
+
+
+def _file_digest(paths: Sequence[str | Path | None]) -> str:
+    h = hashlib.sha1()
+    for p in paths:
+        h.update(Path(p).read_bytes() if p is not None else b"none")
+    return h.hexdigest()[:12]
+
+
+class HeatmapCache:
+    """Heatmaps of every class per training frame, under `root/heatmaps-v{version}-{classifier digest}-{W}x{H}/`.
+
+    Args:
+        root: cache folder.
+        source: the heatmap source.
+        spec: gives the input size the frames are resized to (`frame_to_tensor`).
+        files: the classifier files `source` was built from (their bytes key the cache).
+    """
+
+    def __init__(self, root: str | Path, source: HeatmapSource, spec: ModelSpec, *, files: Sequence[str | Path | None]):
+        self.source = source
+        self.spec = spec
+        self.dir = (
+            Path(root) / f"heatmaps-v{HEATMAP_VERSION}-{_file_digest(files)}-{spec.input_width}x{spec.input_height}"
+        )
+        self._memory: dict[str, dict[int, torch.Tensor]] = {}
+
+    def clip_heatmaps(self, clip: Clip, indices: Sequence[int]) -> dict[int, torch.Tensor]:
+        """frame index -> (C, h, w) float16 heatmaps for the given frames of a clip, computed on a cache miss."""
+        if clip.name in self._memory and all(i in self._memory[clip.name] for i in indices):
+            return self._memory[clip.name]
+        path = self.dir / f"{clip.name}.pt"
+        cached: dict[int, torch.Tensor] = torch.load(path, weights_only=True) if path.is_file() else {}
+        missing = [i for i in indices if i not in cached]
+        for i in missing:
+            image = frame_to_tensor(read_rgb(clip.frames[i]), self.spec, torch.device("cpu"))
+            cached[i] = self.source(image)[0].half()
+        if missing:
+            self.dir.mkdir(parents=True, exist_ok=True)
+            tmp = path.with_suffix(".tmp")
+            torch.save(cached, tmp)
+            tmp.replace(path)
+        self._memory[clip.name] = cached
+        return cached

@@ -1,0 +1,505 @@
+"""Training from video-level tags (paper 3.2.1, 4.2): `wsvs-train fit CONFIG.yaml`.
+
+The YAML file becomes one frozen `TrainConfig` (`load_config`), the only place configuration is read. The loop is
+flat: `build_training` makes the model, data and optimiser; `train_step` computes the weak losses (tag Eq. 2 + 3,
+heatmap Eq. 4, CRF-KL) for one batch; `fit` runs the steps, logs, checkpoints and resumes.
+
+Single-stream runs (the ablation's RGB-only setups) keep the `TwoStreamNet` layout but zero and freeze the flow
+stream (`disable_flow_stream`): its conv5_3 output is then exactly 0 for any flow, so the fusion and both heads see
+appearance only, at training and at deployment alike.
+"""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import math
+import os
+import shlex
+import sys
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+import yaml
+from tqdm import tqdm
+
+from training.crf import dense_crf
+from training.data import Clip, FlowCache, WeakDataset, camvid_clips, cityscapes_clips, synth_clips
+from training.heatmaps import HeatmapCache, heatmap_source
+from training.losses import binary_masks, crf_kl_loss, heatmap_loss, tag_loss
+from wsvs_ros.labels import LabelSet, get_label_set
+from wsvs_ros.model.checkpoint import build_model, save_checkpoint
+from wsvs_ros.model.two_stream import TwoStreamNet
+from wsvs_ros.model.vgg_init import load_vgg16_weights
+from wsvs_ros.preprocess import normalize_rgb
+from wsvs_ros.spec import ModelSpec
+
+
+@dataclass(frozen=True)
+class OptimiserPreset:
+    """An optimiser and its step schedule: lr times `gamma` every `step_size` iterations."""
+
+    name: str  # "sgd" or "adam"
+    lr: float
+    momentum: float = 0.9
+    weight_decay: float = 0.0
+    step_size: int = 10_000
+    gamma: float = 0.1
+
+
+OPTIMISERS: dict[str, OptimiserPreset] = {
+    # Paper 4.2: SGD, lr 1e-5 divided by 10 every 10k iterations, momentum 0.9, weight decay 5e-4, batch 1
+    # (meant for a VGG-16 initialised from ImageNet).
+    "paper": OptimiserPreset("sgd", lr=1e-5, momentum=0.9, weight_decay=5e-4, step_size=10_000, gamma=0.1),
+    # From scratch (light widths, synthetic drives, no pretrained weights): the paper's SGD at lr 1e-5 is a
+    # fine-tuning rate for ImageNet weights; He-initialised weights and a few thousand CPU iterations call for an
+    # adaptive, larger step, so Adam at 2e-4. Not tuned (no time for a sweep on 2 CPU cores): it trained every run in
+    # docs/results without divergence (loss curves there). No weight decay: the runs are short.
+    "scratch": OptimiserPreset("adam", lr=2e-4, weight_decay=0.0, step_size=10_000_000, gamma=0.1),
+}
+
+DATASETS = ("synth", "cityscapes", "camvid")
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Everything a training run reads; made once from YAML by `load_config`.
+
+    Attributes:
+        data: dataset root; dataset: its layout ("synth", "cityscapes", "camvid"); split: the training split.
+        out: run folder (checkpoints, CSV log, loss curve); cache: flow and heatmap cache (default out/../cache).
+        label_set, input_width, input_height, flow_length, window, flow_method, flow_params, width: the ModelSpec.
+        iconic: one-vs-all classifier file from `wsvs-train classifiers`; vgg16: ImageNet VGG-16 state dict for
+            foreground heatmaps (None: every class from `iconic`); init_vgg16: VGG-16 file to initialise the
+            network (paper 4.2; width 1.0 only), None trains from scratch.
+        tag_weight, heatmap_weight, crf_weight: weights of the three loss terms (0 switches one off).
+        heatmap_classes: classes whose heatmaps enter Eq. 4 (None: all classes).
+        single_stream: train the RGB stream only (see module docstring).
+        optimizer: a key of OPTIMISERS; lr: overrides the preset's learning rate.
+        iterations, batch_size, seed: the run. lse_r: r of Eq. 3. mask_fraction: B_k threshold (paper: 0.2).
+        crf_stride: the CRF runs on the logits average-pooled by this factor; crf_iterations: mean-field steps.
+        checkpoint_every, log_every: iterations. threads: torch CPU threads. device: "cpu" or "cuda[:N]".
+    """
+
+    data: str
+    out: str
+    dataset: str = "synth"
+    split: str = "train"
+    cache: str | None = None
+    label_set: str = "drive"
+    input_width: int = 256
+    input_height: int = 128
+    flow_length: int = 6
+    window: str = "causal"
+    flow_method: str = "torch"
+    flow_params: dict[str, Any] = field(default_factory=dict)
+    width: float = 0.125
+    iconic: str | None = None
+    vgg16: str | None = None
+    init_vgg16: str | None = None
+    tag_weight: float = 1.0
+    heatmap_weight: float = 1.0
+    crf_weight: float = 1.0
+    heatmap_classes: tuple[str, ...] | None = None
+    single_stream: bool = False
+    optimizer: str = "scratch"
+    lr: float | None = None
+    iterations: int = 2000
+    batch_size: int = 1
+    seed: int = 0
+    lse_r: float = 5.0
+    mask_fraction: float = 0.2
+    crf_stride: int = 8
+    crf_iterations: int = 5
+    checkpoint_every: int = 500
+    log_every: int = 10
+    threads: int = 2
+    device: str = "cpu"
+
+    def __post_init__(self) -> None:
+        if self.dataset not in DATASETS:
+            raise ValueError(f"dataset={self.dataset!r}: use one of {DATASETS}")
+        if self.optimizer not in OPTIMISERS:
+            raise ValueError(f"optimizer={self.optimizer!r}: use one of {sorted(OPTIMISERS)}")
+        for name in ("iterations", "batch_size", "crf_stride", "crf_iterations", "checkpoint_every", "log_every"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name}={getattr(self, name)} must be >= 1")
+        for name in ("tag_weight", "heatmap_weight", "crf_weight"):
+            if not getattr(self, name) >= 0:
+                raise ValueError(f"{name}={getattr(self, name)} must be >= 0 (0 switches the term off)")
+        if self.heatmap_weight > 0 and self.iconic is None and self.vgg16 is None:
+            raise ValueError("heatmap_weight > 0 needs heatmaps: set `iconic` (wsvs-train classifiers) or `vgg16`")
+        if self.heatmap_classes is not None:
+            labels = get_label_set(self.label_set)
+            object.__setattr__(self, "heatmap_classes", tuple(labels.by_name(n).name for n in self.heatmap_classes))
+        self.model_spec()  # validates the spec fields, naming the bad one
+
+    @property
+    def labels(self) -> LabelSet:
+        return get_label_set(self.label_set)
+
+    @property
+    def cache_dir(self) -> Path:
+        return Path(self.cache) if self.cache is not None else Path(self.out).parent / "cache"
+
+    def model_spec(self) -> ModelSpec:
+        return ModelSpec(
+            self.label_set,
+            get_label_set(self.label_set).names,
+            input_width=self.input_width,
+            input_height=self.input_height,
+            flow_length=self.flow_length,
+            window=self.window,
+            flow_method=self.flow_method,
+            flow_params=dict(self.flow_params),
+            width=self.width,
+        )
+
+    def preset(self) -> OptimiserPreset:
+        preset = OPTIMISERS[self.optimizer]
+        return preset if self.lr is None else dataclasses.replace(preset, lr=self.lr)
+
+    def to_dict(self) -> dict[str, Any]:
+        d = dataclasses.asdict(self)
+        if d["heatmap_classes"] is not None:
+            d["heatmap_classes"] = list(d["heatmap_classes"])
+        return d
+
+
+def load_config(path: str | os.PathLike[str], **overrides: Any) -> TrainConfig:
+    """Read a YAML file into a TrainConfig; `overrides` replace its keys. Unknown keys are named in the error.
+
+    Relative paths in the file (data, out, cache, iconic, vgg16, init_vgg16) are taken as they are, relative to the
+    current directory, like paths on a command line.
+    """
+    raw = yaml.safe_load(Path(path).read_text()) or {}
+    if not isinstance(raw, dict):
+        raise ValueError(f"{path}: expected a mapping of config keys, got {type(raw).__name__}")
+    raw.update(overrides)
+    return config_from_dict(raw, source=str(path))
+
+
+def config_from_dict(raw: dict[str, Any], *, source: str = "config") -> TrainConfig:
+    known = {f.name for f in dataclasses.fields(TrainConfig)}
+    unknown = sorted(set(raw) - known)
+    if unknown:
+        raise ValueError(f"{source}: unknown key(s) {unknown}; known keys: {sorted(known)}")
+    raw = dict(raw)
+    if raw.get("heatmap_classes") is not None:
+        raw["heatmap_classes"] = tuple(raw["heatmap_classes"])
+    try:
+        return TrainConfig(**raw)
+    except TypeError as e:
+        raise ValueError(f"{source}: {e}") from e
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Building blocks
+
+
+def load_clips(config: TrainConfig, split: str) -> list[Clip]:
+    """The clips of a split in the config's dataset layout."""
+    if config.dataset == "synth":
+        return synth_clips(config.data, split, label_set=config.labels)
+    if config.dataset == "cityscapes":
+        return cityscapes_clips(config.data, split, label_set=config.labels)
+    return camvid_clips(config.data, split, spec=config.model_spec(), label_set=config.labels)
+
+
+def disable_flow_stream(model: TwoStreamNet) -> None:
+    """Zero and freeze the flow stream: its output is then 0 for every input (single-stream ablation)."""
+    for p in model.flow_stream.parameters():
+        with torch.no_grad():
+            p.zero_()
+        p.requires_grad_(False)
+
+
+def make_optimiser(
+    model: torch.nn.Module, preset: OptimiserPreset
+) -> tuple[torch.optim.Optimizer, torch.optim.lr_scheduler.StepLR]:
+    params = [p for p in model.parameters() if p.requires_grad]
+    if preset.name == "sgd":
+        opt: torch.optim.Optimizer = torch.optim.SGD(
+            params, lr=preset.lr, momentum=preset.momentum, weight_decay=preset.weight_decay
+        )
+    else:
+        opt = torch.optim.Adam(params, lr=preset.lr, weight_decay=preset.weight_decay)
+    return opt, torch.optim.lr_scheduler.StepLR(opt, step_size=preset.step_size, gamma=preset.gamma)
+
+
+@dataclass
+class Batch:
+    """A batch of weak training data. image (B, 3, H, W) 0..255; flows (B, 2L, H, W); tags (B, C) bool;
+    masks (B, C, h, w) bool heatmap masks B_k (all False where heatmaps are off)."""
+
+    image: torch.Tensor
+    flows: torch.Tensor
+    tags: torch.Tensor
+    masks: torch.Tensor
+
+
+class BatchMaker:
+    """Turns dataset indices into `Batch`es, adding the cached heatmap masks of each frame."""
+
+    def __init__(self, dataset: WeakDataset, heatmaps: HeatmapCache | None, config: TrainConfig):
+        self.dataset = dataset
+        self.heatmaps = heatmaps
+        self.config = config
+        labels = config.labels
+        allowed = torch.zeros(len(labels), dtype=torch.bool)
+        for name in config.heatmap_classes or labels.names:
+            allowed[labels.by_name(name).id] = True
+        self.allowed = allowed
+
+    def precompute(self) -> None:
+        """Fill the flow and heatmap caches (the slow part of the first run)."""
+        self.dataset.precompute()
+        if self.heatmaps is not None:
+            by_clip: dict[str, list[int]] = {}
+            for name, index in self.dataset.items:
+                by_clip.setdefault(name, []).append(index)
+            for name, indices in tqdm(by_clip.items(), desc="heatmaps", unit="clip", leave=False):
+                self.heatmaps.clip_heatmaps(self.dataset.clips[name], indices)
+
+    def __call__(self, indices: Sequence[int]) -> Batch:
+        samples = [self.dataset[i] for i in indices]
+        h, w = self.config.input_height // 8, self.config.input_width // 8
+        masks = torch.zeros(len(samples), len(self.config.labels), h, w, dtype=torch.bool)
+        if self.heatmaps is not None:
+            for j, s in enumerate(samples):
+                heat = self.heatmaps.clip_heatmaps(self.dataset.clips[s.clip], [s.index])[s.index].float()
+                masks[j] = binary_masks(heat[None], self.config.mask_fraction)[0] & self.allowed[:, None, None]
+        return Batch(
+            image=torch.stack([s.image for s in samples]),
+            flows=torch.stack([s.flows for s in samples]),
+            tags=torch.stack([s.tags for s in samples]),
+            masks=masks,
+        )
+
+
+def compute_losses(logits: torch.Tensor, batch: Batch, config: TrainConfig, spec: ModelSpec) -> dict[str, torch.Tensor]:
+    """The weak losses of one batch: {"tag", "heatmap", "crf", "loss" (the weighted sum)}, each a scalar.
+
+    CRF-KL: the dense CRF runs on the softmax of the logits average-pooled by `crf_stride` (with the image pooled
+    alike); its marginals are a fixed target (Kolesnikov & Lampert), the KL is taken at that resolution.
+    """
+    zero = logits.new_zeros(())
+    terms = {"tag": zero, "heatmap": zero, "crf": zero}
+    if config.tag_weight > 0:
+        terms["tag"] = tag_loss(logits, batch.tags, r=config.lse_r)  # Eq. 2 with Eq. 3
+    if config.heatmap_weight > 0:
+        terms["heatmap"] = heatmap_loss(logits, batch.masks, batch.tags)  # Eq. 4
+    if config.crf_weight > 0:
+        small = F.avg_pool2d(logits, config.crf_stride)
+        image = F.avg_pool2d(batch.image, config.crf_stride)
+        target = dense_crf(small.softmax(dim=1), image, iterations=config.crf_iterations, scale=1.0 / config.crf_stride)
+        terms["crf"] = crf_kl_loss(small, target)
+    terms["loss"] = (
+        config.tag_weight * terms["tag"] + config.heatmap_weight * terms["heatmap"] + config.crf_weight * terms["crf"]
+    )
+    return terms
+
+
+def batch_indices(iteration: int, *, size: int, batch_size: int, seed: int) -> list[int]:
+    """Dataset indices of an iteration: epochs of seeded permutations, so a resumed run continues exactly."""
+    out = []
+    for k in range(iteration * batch_size, (iteration + 1) * batch_size):
+        epoch, position = divmod(k, size)
+        order = torch.randperm(size, generator=torch.Generator().manual_seed(seed * 100_003 + epoch))
+        out.append(int(order[position]))
+    return out
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# The run
+
+
+@dataclass
+class Training:
+    config: TrainConfig
+    spec: ModelSpec
+    model: TwoStreamNet
+    optimiser: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.StepLR
+    batches: BatchMaker
+    device: torch.device
+
+
+def build_training(config: TrainConfig) -> Training:
+    """Model (initialised), data (caches filled) and optimiser for a config."""
+    torch.set_num_threads(config.threads)
+    torch.manual_seed(config.seed)
+    spec = config.model_spec()
+    device = torch.device(config.device)
+    model = build_model(spec)
+    if config.init_vgg16 is not None:
+        load_vgg16_weights(
+            model, config.init_vgg16, label_set=config.labels, generator=torch.Generator().manual_seed(config.seed)
+        )
+    if config.single_stream:
+        disable_flow_stream(model)
+    model.to(device).train()
+    clips = load_clips(config, config.split)
+    dataset = WeakDataset(
+        clips,
+        spec=spec,
+        flow_cache=FlowCache(config.cache_dir / "flow", spec),
+        label_set=config.labels,
+        full_windows=config.dataset == "synth",
+    )
+    heatmaps = None
+    if config.heatmap_weight > 0:
+        source = heatmap_source(config.labels, iconic_path=config.iconic, vgg16_path=config.vgg16)
+        heatmaps = HeatmapCache(config.cache_dir, source, spec, files=[config.iconic, config.vgg16])
+    batches = BatchMaker(dataset, heatmaps, config)
+    batches.precompute()
+    optimiser, scheduler = make_optimiser(model, config.preset())
+    return Training(config, spec, model, optimiser, scheduler, batches, device)
+
+
+def train_step(run: Training, iteration: int) -> dict[str, float]:
+    """One optimiser step; returns the loss terms as floats.
+
+    Raises:
+        FloatingPointError: the network output or a loss term is NaN or infinite (the message names the term and
+            the iteration).
+    """
+    config = run.config
+    idx = batch_indices(iteration, size=len(run.batches.dataset), batch_size=config.batch_size, seed=config.seed)
+    batch = run.batches(idx)
+    image, flows = batch.image.to(run.device), batch.flows.to(run.device)
+    batch = Batch(image, flows, batch.tags.to(run.device), batch.masks.to(run.device))
+    logits = run.model(normalize_rgb(image, run.spec), flows)
+    if not bool(torch.isfinite(logits).all()):
+        raise FloatingPointError(
+            f"non-finite network output at iteration {iteration}: the weights diverged; lower the learning rate "
+            f"(now {run.scheduler.get_last_lr()[0]:g}) or resume from an earlier checkpoint"
+        )
+    terms = compute_losses(logits, batch, config, run.spec)
+    values = {k: v.item() for k, v in terms.items()}
+    bad = [k for k, v in values.items() if not math.isfinite(v)]
+    if bad:
+        raise FloatingPointError(
+            f"non-finite loss at iteration {iteration}: {', '.join(f'{k}={values[k]}' for k in bad)}; lower the "
+            f"learning rate (now {run.scheduler.get_last_lr()[0]:g}) or check the input data"
+        )
+    run.optimiser.zero_grad(set_to_none=True)
+    terms["loss"].backward()
+    run.optimiser.step()
+    run.scheduler.step()
+    return values
+
+
+RESUMABLE_CHANGES = {"iterations", "checkpoint_every", "log_every", "threads"}
+"""Config keys a resumed run may change: how long it runs and how it reports, not what it learns."""
+
+LOG_FIELDS = ("iteration", "lr", "loss", "tag", "heatmap", "crf", "seconds")
+
+
+def fit(config: TrainConfig, *, command: str | None = None, progress: bool = True) -> Path:
+    """Train to `config.iterations`, resuming from `out/train_state.pt` if it exists.
+
+    Writes out/last.pt (and out/iter_{N}.pt at each checkpoint), out/log.csv, out/loss_curve.png.
+    Returns the path of the final checkpoint.
+    """
+    out = Path(config.out)
+    out.mkdir(parents=True, exist_ok=True)
+    command = command or shlex.join([Path(sys.argv[0]).name, *sys.argv[1:]])
+    run = build_training(config)
+    state_path = out / "train_state.pt"
+    start = 0
+    if state_path.is_file():
+        state = torch.load(state_path, map_location=run.device, weights_only=True)
+        if state["config"] != config.to_dict():
+            changed = {k for k, v in config.to_dict().items() if state["config"].get(k) != v}
+            refused = sorted(changed - RESUMABLE_CHANGES)
+            if refused:
+                raise ValueError(
+                    f"{state_path} was written with a different config (changed: {refused}); use a new `out` folder "
+                    "or delete the state to start afresh"
+                )
+        run.model.load_state_dict(state["model"])
+        run.optimiser.load_state_dict(state["optimiser"])
+        run.scheduler.load_state_dict(state["scheduler"])
+        torch.set_rng_state(state["rng"])
+        start = int(state["iteration"])
+    log_path = out / "log.csv"
+    kept: list[list[str]] = []
+    if start > 0 and log_path.is_file():  # rows logged after the resumed state are written again
+        with log_path.open(newline="") as f:
+            kept = [row for row in list(csv.reader(f))[1:] if int(row[0]) <= start]
+    with log_path.open("w", newline="") as f:
+        csv.writer(f).writerows([LOG_FIELDS, *kept])
+    window: list[dict[str, float]] = []
+    last_metrics: dict[str, float] = {}
+    tic = time.perf_counter()
+    bar = tqdm(range(start, config.iterations), initial=start, total=config.iterations, disable=not progress)
+    for iteration in bar:
+        lr = run.scheduler.get_last_lr()[0]
+        window.append(train_step(run, iteration))
+        done = iteration + 1
+        if done % config.log_every == 0 or done == config.iterations:
+            mean = {k: sum(v[k] for v in window) / len(window) for k in window[0]}
+            seconds = (time.perf_counter() - tic) / len(window)
+            with log_path.open("a", newline="") as f:
+                row = [
+                    done,
+                    f"{lr:.3g}",
+                    *(f"{mean[k]:.5f}" for k in ("loss", "tag", "heatmap", "crf")),
+                    f"{seconds:.3f}",
+                ]
+                csv.writer(f).writerow(row)
+            bar.set_postfix(loss=f"{mean['loss']:.3f}", tag=f"{mean['tag']:.3f}", hm=f"{mean['heatmap']:.3f}")
+            last_metrics = {f"train_{k}": v for k, v in mean.items()}
+            window = []
+            tic = time.perf_counter()
+        if done % config.checkpoint_every == 0 or done == config.iterations:
+            info = {"command": command, "config": config.to_dict(), "iteration": done, "metrics": last_metrics}
+            save_checkpoint(out / "last.pt", run.model, run.spec, info=info)
+            _save_state(state_path, run, config, done)
+    plot_loss_curve(log_path, out / "loss_curve.png")
+    return out / "last.pt"
+
+
+def _save_state(path: Path, run: Training, config: TrainConfig, iteration: int) -> None:
+    """Optimiser state for resuming, written atomically beside the checkpoint."""
+    state = {
+        "config": config.to_dict(),
+        "iteration": iteration,
+        "model": run.model.state_dict(),
+        "optimiser": run.optimiser.state_dict(),
+        "scheduler": run.scheduler.state_dict(),
+        "rng": torch.get_rng_state(),
+    }
+    tmp = path.with_suffix(".tmp")
+    torch.save(state, tmp)
+    tmp.replace(path)
+
+
+def plot_loss_curve(log_path: Path, png_path: Path) -> None:
+    """Loss terms against iterations from a training CSV log."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    with log_path.open() as f:
+        rows = list(csv.DictReader(f))
+    if not rows:
+        return
+    its = [int(r["iteration"]) for r in rows]
+    fig, ax = plt.subplots(figsize=(7, 4))
+    for key in ("loss", "tag", "heatmap", "crf"):
+        ax.plot(its, [float(r[key]) for r in rows], label=key)
+    ax.set_xlabel("iteration")
+    ax.set_ylabel("loss (mean over log interval)")
+    ax.legend()
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(png_path, dpi=100)
+    plt.close(fig)
