@@ -2,25 +2,18 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 from wsvs_ros.diagnostics import DiagnosticsReporter, Level
 from wsvs_ros.stats import RunStats
 
 TIMINGS = {"preprocess": 1.0, "flow": 2.0, "network": 3.0, "postprocess": 1.0, "total": 7.0}
 
 
-def ticking_clock(step: float) -> Iterator[float]:
-    t = 0.0
-    while True:
-        yield t
-        t += step
-
-
 def stats_with_results(n: int, *, period: float = 0.1) -> RunStats:
-    clock = ticking_clock(period)
-    stats = RunStats(clock=lambda: next(clock))
-    for _ in range(n):
+    """`n` results `period` seconds apart, read just as the last one arrived."""
+    now = [0.0]
+    stats = RunStats(clock=lambda: now[0])
+    for i in range(n):
+        now[0] = i * period
         stats.received += 1
         stats.add_result(TIMINGS)
     return stats

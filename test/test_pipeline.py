@@ -86,9 +86,18 @@ def test_a_bad_image_is_refused_and_the_segmenter_keeps_working() -> None:
 def test_a_new_camera_size_restarts_the_window_and_resizes_the_output() -> None:
     seg = make_segmenter()
     seg.push(frames(1)[0], stamp=0.0)
-    (result,) = seg.push(frames(1, h=40, w=70)[0], stamp=0.1)
-    assert result.labels.shape == (40, 70)
-    assert seg.resets == 0, "the model input size is unchanged, so the window goes on"
+    seg.push(frames(2)[1], stamp=0.1)
+    (result,) = seg.push(frames(1, h=40, w=70)[0], stamp=0.2)
+    assert result.labels.shape == (40, 70) and result.warming
+    assert seg.resets == 1 and seg.flows_computed == 1, "no flow between frames of two resolutions"
+
+
+def test_a_new_camera_size_drains_a_centered_window_first() -> None:
+    seg = make_segmenter(window="centered", flow_length=4)
+    stamps = [r.stamp for i, rgb in enumerate(frames(4)) for r in seg.push(rgb, stamp=i / 10)]
+    stamps += [r.stamp for r in seg.push(frames(1, h=40, w=70)[0], stamp=0.4)]
+    stamps += [r.stamp for r in seg.flush()]
+    assert stamps == pytest.approx([0.0, 0.1, 0.2, 0.3, 0.4]) and seg.resets == 1
 
 
 def test_frames_flows_and_logits_stay_on_the_engine_device(device: torch.device) -> None:

@@ -7,10 +7,19 @@ import pytest
 from wsvs_ros.stats import RunStats
 
 
+class FakeClock:
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
 def test_latency_percentiles_and_fps_over_the_window() -> None:
-    ticks = iter([0.0, 0.1, 0.2, 0.3, 0.4])
-    stats = RunStats(window=4, clock=lambda: next(ticks))
-    for ms in (10.0, 20.0, 30.0, 40.0, 50.0):
+    clock = FakeClock()
+    stats = RunStats(window=4, clock=clock)
+    for i, ms in enumerate((10.0, 20.0, 30.0, 40.0, 50.0)):
+        clock.now = i * 0.1
         stats.add_result({"flow": ms / 2, "total": ms})
     summary = stats.summary()
     assert summary["published"] == 5
@@ -22,3 +31,14 @@ def test_latency_percentiles_and_fps_over_the_window() -> None:
 def test_empty_stats_are_zeros_not_errors() -> None:
     summary = RunStats().summary()
     assert summary["fps"] == 0.0 and summary["latency_ms"] == {"mean": 0.0, "p50": 0.0, "p95": 0.0}
+
+
+def test_fps_falls_when_results_stop_coming() -> None:
+    clock = FakeClock()
+    stats = RunStats(window=10, clock=clock)
+    for i in range(10):
+        clock.now = i * 0.1
+        stats.add_result({"total": 1.0})
+    assert stats.fps() == pytest.approx(10.0)
+    clock.now = 9.0  # the camera went quiet 8 s ago
+    assert stats.fps() == pytest.approx(1.0)

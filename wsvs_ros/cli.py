@@ -1,4 +1,4 @@
-"""`wsvs`: command-line entry point (bench, export)."""
+"""`wsvs`: command-line entry point (demo, replay, bench, export, build-engine)."""
 
 from __future__ import annotations
 

@@ -37,7 +37,7 @@ from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from rcl_interfaces.msg import ParameterDescriptor, ParameterType
 from rclpy.clock import Clock, ClockType
 from rclpy.duration import Duration
-from rclpy.exceptions import ParameterException
+from rclpy.exceptions import InvalidTopicNameException, ParameterException
 from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
 from rclpy.logging import get_logger
 from rclpy.node import Node
@@ -129,12 +129,16 @@ class SegmenterNode(Node):
         self._class_map_publisher.publish(String(data=class_map_json(self._label_set)))
         self._diagnostics_publisher = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
 
-        self._worker = threading.Thread(target=self._work, name=f"{NODE_NAME}_worker", daemon=True)
-        self._worker.start()
         msg_type = CompressedImage if self.config.compressed else Image
-        self.create_subscription(msg_type, self.config.input_topic, self._on_frame, _camera_qos(self.config))
+        try:
+            self.create_subscription(msg_type, self.config.input_topic, self._on_frame, _camera_qos(self.config))
+        except InvalidTopicNameException as e:
+            raise StartupError(f"camera_topic: {self.config.input_topic!r} is not a valid ROS topic name ({e})") from e
         # Steady time: health is reported every real second, also while a replayed bag (sim time) is paused.
         self.create_timer(1.0, self._publish_diagnostics, clock=Clock(clock_type=ClockType.STEADY_TIME))
+        # Last, so a failure above leaves no thread behind; no frame arrives before the executor spins anyway.
+        self._worker = threading.Thread(target=self._work, name=f"{NODE_NAME}_worker", daemon=True)
+        self._worker.start()
         self.get_logger().info(
             f"{READY_MESSAGE} {self.config.input_topic} ({msg_type.__name__}) -> "
             f"{', '.join(f'~/{topic}' for topic in outputs)}"
@@ -192,6 +196,8 @@ class SegmenterNode(Node):
             try:
                 self._segment(msg)
             except Exception as e:  # a bug or a failing device: stop loudly rather than go silent
+                if not self.context.ok():
+                    return  # ROS was shut down under us (publish fails then): a normal end, not a failure
                 self._failure = e
                 self.get_logger().error(f"segmentation failed; stopping the node:\n{traceback.format_exc()}")
                 return
@@ -241,22 +247,28 @@ class SegmenterNode(Node):
 def main(args: list[str] | None = None) -> int:
     """`ros2 run wsvs_ros segment_node [--ros-args -p name:=value ...]`; returns the exit status."""
     rclpy.init(args=args, signal_handler_options=SignalHandlerOptions.NO)
-    stop = threading.Event()
-    previous = {sig: signal.signal(sig, lambda *_: stop.set()) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
-        return _run(stop)
+        try:
+            # Python's own handlers stay in place while the model loads (it may build a TensorRT engine for
+            # minutes): Ctrl-C raises KeyboardInterrupt and SIGTERM ends the process, as a user expects.
+            node = SegmenterNode()
+        except StartupError as e:
+            get_logger(NODE_NAME).error(str(e))
+            return 1
+        except KeyboardInterrupt:
+            return 0
+        stop = threading.Event()
+        previous = {sig: signal.signal(sig, lambda *_: stop.set()) for sig in (signal.SIGINT, signal.SIGTERM)}
+        try:
+            return _run(node, stop)
+        finally:
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
     finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
         rclpy.try_shutdown()
 
 
-def _run(stop: threading.Event) -> int:
-    try:
-        node = SegmenterNode()
-    except StartupError as e:
-        get_logger(NODE_NAME).error(str(e))
-        return 1
+def _run(node: SegmenterNode, stop: threading.Event) -> int:
     executor = SingleThreadedExecutor()
     executor.add_node(node)
     try:

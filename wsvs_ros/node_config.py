@@ -14,13 +14,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from wsvs_ros.engine.loading import BACKENDS, PRECISIONS, open_engine
+from wsvs_ros.engine.loading import BACKENDS, PRECISIONS
 from wsvs_ros.engine.tensorrt_engine import EngineNotBuiltError
-from wsvs_ros.flow import make_flow
 from wsvs_ros.labels import LabelSet, get_label_set
 from wsvs_ros.model.checkpoint import default_model_path
 from wsvs_ros.outputs import resolve_classes
-from wsvs_ros.pipeline import Segmenter
+from wsvs_ros.pipeline import Segmenter, open_segmenter
 from wsvs_ros.spec import WINDOWS, ModelSpec
 
 # The node logs this (followed by the topic) once it is subscribed; launch/segment.launch.py waits for it before
@@ -218,7 +217,7 @@ def mask_class_ids(config: NodeConfig, spec: ModelSpec) -> tuple[int, ...]:
     return ids
 
 
-# What open_engine and make_flow raise for a bad file or setting; each message names the fix (for
+# What open_segmenter (open_engine, make_flow) raises for a bad file or setting; each message names the fix (for
 # EngineNotBuiltError, the `wsvs build-engine` command to run once on the device).
 _ENGINE_ERRORS: tuple[type[Exception], ...] = (ValueError, FileNotFoundError, ImportError, EngineNotBuiltError)
 
@@ -244,16 +243,16 @@ def load_model(config: NodeConfig) -> LoadedModel:
     """
     path = resolve_model_path(config.model)
     try:
-        engine, spec = open_engine(
+        segmenter = open_segmenter(
             path, backend=config.backend, device=config.device, precision=config.precision,
-            build_engine_if_missing=config.build_engine_if_missing, cuda_graph=config.cuda_graph,
+            max_gap=config.max_gap_s, cuda_graph=config.cuda_graph,
+            build_engine_if_missing=config.build_engine_if_missing,
         )  # fmt: skip
-        flow = make_flow(spec)
     except _ENGINE_ERRORS as e:
         raise StartupError(f"cannot load {path} ({config.backend} on {config.device}): {e}") from e
-    graphed = config.cuda_graph and engine.device.type == "cuda" and spec.flow_method == "torch"
+    spec = segmenter.spec
     return LoadedModel(
-        segmenter=Segmenter(engine, spec, flow=flow, max_gap=config.max_gap_s, cuda_graph=graphed),
+        segmenter=segmenter,
         spec=spec,
         path=path,
         label_set=get_label_set(spec.label_set),

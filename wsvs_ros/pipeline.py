@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -10,7 +12,8 @@ import numpy as np
 import torch
 
 from wsvs_ros.cuda_graph import CudaGraphed
-from wsvs_ros.engine import Engine
+from wsvs_ros.engine import Engine, open_engine
+from wsvs_ros.flow import make_flow
 from wsvs_ros.flow.window import FlowWindow, WindowSample
 from wsvs_ros.preprocess import encode_flow, frame_to_tensor, normalize_rgb
 from wsvs_ros.spec import ModelSpec
@@ -81,6 +84,7 @@ class Segmenter:
             max_gap=max_gap,
         )
         self._resize_index: dict[tuple[int, int], tuple[torch.Tensor, torch.Tensor]] = {}
+        self._camera_hw: tuple[int, int] | None = None
 
     @property
     def flows_computed(self) -> int:
@@ -93,19 +97,21 @@ class Segmenter:
     def warm_up(self) -> None:
         """Run the flow and the network once on blank input, so the first real frame is not slow (cuDNN, allocs)."""
         h, w = self.spec.input_height, self.spec.input_width
-        frame = torch.zeros(1, 3, h, w, device=self.device)
-        flows = torch.zeros(1, 2 * self.spec.flow_length, h, w, device=self.device)
-        self.window.flow_fn(frame, frame)  # also captures the CUDA graph, if any, before the first real frame
-        self.engine.infer(normalize_rgb(frame, self.spec), flows)
-        if self.device.type == "cuda":
-            torch.cuda.synchronize(self.device)
+        with self._on_device():
+            frame = torch.zeros(1, 3, h, w, device=self.device)
+            flows = torch.zeros(1, 2 * self.spec.flow_length, h, w, device=self.device)
+            self.window.flow_fn(frame, frame)  # also captures the CUDA graphs, if any, before the first real frame
+            self.engine.infer(normalize_rgb(frame, self.spec), flows)
+            if self.device.type == "cuda":
+                torch.cuda.synchronize(self.device)
 
     def push(self, rgb: np.ndarray, stamp: float, payload: Any = None) -> list[SegmentResult]:
         """Segment a frame.
 
         Args:
             rgb: (H, W, 3) uint8 RGB camera image, any size (resized to the model's input).
-            stamp: seconds; time going backwards or a gap over `max_gap` restarts the flow window.
+            stamp: seconds; time going backwards, a gap over `max_gap` or a new camera resolution restarts the flow
+                window.
             payload: returned with this frame's result.
         Returns:
             The results that became ready: usually this frame's; none while a centered window waits for this
@@ -113,20 +119,23 @@ class Segmenter:
         Raises:
             ValueError: rgb is not an (H, W, 3) uint8 image.
         """
-        timer = StageTimer(self.device)
-        frame = frame_to_tensor(rgb, self.spec, self.device)
-        timer.mark("preprocess")
-        samples = self.window.push(frame, stamp, _Frame(rgb.shape[:2], payload))
-        timer.mark("flow")
-        return self._finish(samples, timer)
+        with self._on_device():
+            drained = []
+            if rgb.ndim == 3 and self._camera_hw not in (None, rgb.shape[:2]):
+                # Frames reach the window already resized, so it cannot see a new camera resolution itself.
+                drained = self._finish(self.window.restart(), StageTimer(self.device, skip=("preprocess", "flow")))
+            timer = StageTimer(self.device)
+            frame = frame_to_tensor(rgb, self.spec, self.device)
+            self._camera_hw = rgb.shape[:2]
+            timer.mark("preprocess")
+            samples = self.window.push(frame, stamp, _Frame(rgb.shape[:2], payload))
+            timer.mark("flow")
+            return drained + self._finish(samples, timer)
 
     def flush(self) -> list[SegmentResult]:
         """Results for the frames a centered window still holds (end of a clip); the window starts afresh."""
-        timer = StageTimer(self.device)
-        timer.mark("preprocess")
-        samples = self.window.flush()
-        timer.mark("flow")
-        return self._finish(samples, timer)
+        with self._on_device():
+            return self._finish(self.window.flush(), StageTimer(self.device, skip=("preprocess", "flow")))
 
     def _finish(self, samples: list[WindowSample], timer: StageTimer) -> list[SegmentResult]:
         results = []
@@ -145,10 +154,12 @@ class Segmenter:
                     payload=sample.payload.payload,
                 )
             )
-            timer = StageTimer(self.device)  # a drained window's later results carry no preprocess/flow cost
-            timer.mark("preprocess")
-            timer.mark("flow")
+            timer = StageTimer(self.device, skip=("preprocess", "flow"))  # a drained window's later results
         return results
+
+    def _on_device(self) -> contextlib.AbstractContextManager:
+        """Make `device` current on CUDA, so graphs are captured and events recorded on its streams (cuda:N)."""
+        return torch.cuda.device(self.device) if self.device.type == "cuda" else contextlib.nullcontext()
 
     def _postprocess(self, logits: torch.Tensor, camera_hw: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
         confidence, labels = logits.float().softmax(dim=1).max(dim=1)
@@ -168,3 +179,26 @@ class Segmenter:
                 idx.append(i.clamp_(max=n_in - 1).to(self.device))
             self._resize_index[key] = (idx[0], idx[1])
         return self._resize_index[key]
+
+
+def open_segmenter(
+    model: str | os.PathLike[str],
+    *,
+    backend: str = "torch",
+    device: str | torch.device = "cpu",
+    precision: str = "auto",
+    max_gap: float | None = None,
+    cuda_graph: bool = True,
+    build_engine_if_missing: bool = False,
+) -> Segmenter:
+    """A `Segmenter` for a model file, set up the same way for the node, replay and the demo.
+
+    `cuda_graph` applies where it can: the torch network and the torch flow on CUDA. Raises what
+    `wsvs_ros.engine.open_engine` and `wsvs_ros.flow.make_flow` raise for a bad file or setting.
+    """
+    engine, spec = open_engine(
+        model, backend=backend, device=device, precision=precision,
+        build_engine_if_missing=build_engine_if_missing, cuda_graph=cuda_graph,
+    )  # fmt: skip
+    graphed = cuda_graph and engine.device.type == "cuda" and spec.flow_method == "torch"
+    return Segmenter(engine, spec, flow=make_flow(spec), max_gap=max_gap, cuda_graph=graphed)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import warnings
 
 import numpy as np
@@ -41,9 +42,20 @@ def frame_to_tensor(rgb: np.ndarray, spec: ModelSpec, device: torch.device) -> t
 
 def normalize_rgb(frame: torch.Tensor, spec: ModelSpec) -> torch.Tensor:
     """(B, 3, H, W) RGB in 0..255 -> the RGB stream's input, (x / 255 - mean) / std per channel."""
-    mean = torch.tensor(spec.rgb_mean, dtype=frame.dtype, device=frame.device).view(1, 3, 1, 1)
-    std = torch.tensor(spec.rgb_std, dtype=frame.dtype, device=frame.device).view(1, 3, 1, 1)
-    return (frame / 255.0 - mean) / std
+    scale, shift = _rgb_affine(spec.rgb_mean, spec.rgb_std, frame.device, frame.dtype)
+    return torch.addcmul(shift, frame, scale)
+
+
+@functools.lru_cache(maxsize=16)
+def _rgb_affine(
+    mean: tuple[float, ...], std: tuple[float, ...], device: torch.device, dtype: torch.dtype
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(1, 3, 1, 1) scale and shift with x * scale + shift == (x / 255 - mean) / std, made once per device: building
+    them per frame would be two blocking host-to-device copies."""
+    std_t = torch.tensor(std, dtype=torch.float64)
+    scale = (1.0 / (255.0 * std_t)).view(1, 3, 1, 1)
+    shift = (-torch.tensor(mean, dtype=torch.float64) / std_t).view(1, 3, 1, 1)
+    return scale.to(device, dtype), shift.to(device, dtype)
 
 
 def encode_flow(flow: torch.Tensor, spec: ModelSpec) -> torch.Tensor:

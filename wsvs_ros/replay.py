@@ -49,8 +49,6 @@ except ImportError as e:  # only replay needs rosbags; the node and the core run
 from tqdm import tqdm
 from tqdm.contrib.logging import logging_redirect_tqdm
 
-from wsvs_ros.engine.loading import open_engine
-from wsvs_ros.flow import make_flow
 from wsvs_ros.labels import LabelSet, get_label_set
 from wsvs_ros.model.checkpoint import default_model_path
 from wsvs_ros.outputs import (
@@ -64,7 +62,7 @@ from wsvs_ros.outputs import (
     output_messages,
     resolve_classes,
 )
-from wsvs_ros.pipeline import STAGES, Segmenter, SegmentResult
+from wsvs_ros.pipeline import STAGES, SegmentResult, open_segmenter
 from wsvs_ros.ros_io import ImageDecodeError, frame_id_of, stamp_of, stamp_to_seconds
 from wsvs_ros.stats import RunStats, summarize
 
@@ -134,7 +132,7 @@ def replay_bag(
         out_dir: directory to create (see the module docstring for what goes in it).
         topic: the sensor_msgs/Image or CompressedImage topic; None picks the bag's only image topic.
         model: `.pt` checkpoint (torch backend) or exported `.onnx` (onnxruntime, tensorrt), as for the node.
-        backend, device: as for the node (`wsvs_ros.engine.loading.open_engine`).
+        backend, device: as for the node (`wsvs_ros.pipeline.open_segmenter`, CUDA graphs on CUDA as in the node).
         publish_classes: classes that get a `mask/<class>` topic (names or aliases of the model's label set).
         png_every: write every n-th overlay as a PNG (0: none).
         max_gap: seconds between frames above which the flow window restarts (None: never), as for the node.
@@ -170,10 +168,10 @@ def replay_bag(
             raise ValueError(f"topic {topic} carries {reader.topics[topic].msgtype}, not {' or '.join(IMAGE_TYPES)}")
         fps = estimate_fps(*_probe_times(reader, connections))
 
-        engine, spec = open_engine(model, backend=backend, device=device)
+        segmenter = open_segmenter(model, backend=backend, device=device, max_gap=max_gap)
+        spec = segmenter.spec
         label_set = get_label_set(spec.label_set)
         mask_classes = resolve_classes(label_set, publish_classes)
-        segmenter = Segmenter(engine, spec, flow=make_flow(spec), max_gap=max_gap)
         warm_start = time.perf_counter()
         segmenter.warm_up()
         warm_up_s = time.perf_counter() - warm_start
@@ -235,7 +233,7 @@ def replay_bag(
                 "frame_size": list(writer.frame_size) if writer.frame_size else None,
                 "model": str(Path(model).resolve()),
                 "backend": backend,
-                "device": str(engine.device),
+                "device": str(segmenter.device),
                 "spec": {
                     "label_set": spec.label_set,
                     "input_size": list(spec.input_size),

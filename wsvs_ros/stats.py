@@ -31,10 +31,15 @@ class RunStats:
         self._times.append(self._clock())
 
     def fps(self) -> float:
-        """Results per second of wall time over the window (0 with fewer than two results)."""
-        if len(self._times) < 2 or self._times[-1] <= self._times[0]:
+        """Results per second from the window's first result until now (0 with fewer than two results).
+
+        Measured up to now rather than to the last result, so a camera that stopped shows a falling rate instead of
+        its last one.
+        """
+        if len(self._times) < 2:
             return 0.0
-        return (len(self._times) - 1) / (self._times[-1] - self._times[0])
+        span = max(self._clock(), self._times[-1]) - self._times[0]
+        return (len(self._times) - 1) / span if span > 0 else 0.0
 
     def stage_ms(self) -> dict[str, dict[str, float]]:
         """{stage: {mean, p50, p95}} over the window, for every stage the results reported."""

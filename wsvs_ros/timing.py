@@ -14,10 +14,12 @@ class StageTimer:
     each stage is measured as the device ran it; on CPU they are `perf_counter` readings.
     """
 
-    def __init__(self, device: torch.device):
+    def __init__(self, device: torch.device, *, skip: tuple[str, ...] = ()):
+        """`skip`: stages this run does not have, reported as 0 ms so every result has the same stages."""
         self._cuda = device.type == "cuda"
         self._marks: list[tuple[str, object]] = []
-        self.mark("start")
+        for name in ("start", *skip):
+            self.mark(name)
 
     def mark(self, name: str) -> None:
         """End the stage `name` (the first mark names the start)."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import json
 import os
 import warnings
@@ -32,7 +33,7 @@ def export_onnx(model: TwoStreamNet, spec: ModelSpec, out: str | os.PathLike[str
 
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    model = model.to("cpu", torch.float32).eval()
+    model = copy.deepcopy(model).to("cpu", torch.float32).eval()  # the caller's model stays where it was
     h, w = spec.input_height, spec.input_width
     args = (torch.zeros(1, 3, h, w), torch.zeros(1, 2 * spec.flow_length, h, w))
     # The TorchScript-based exporter (dynamo=False) gives a plain static graph that TensorRT 8.6 parses as well.
@@ -59,7 +60,10 @@ def read_onnx_spec(path: str | os.PathLike[str]) -> ModelSpec:
         FileNotFoundError: no such file.
         ValueError: no spec in the model nor beside it, or an invalid one (the field is named).
     """
-    import onnx
+    try:
+        import onnx
+    except ImportError as e:
+        raise ImportError("reading an exported model needs onnx: pip install 'wsvs_ros[onnx]'") from e
 
     path = Path(path)
     if not path.is_file():

@@ -102,8 +102,7 @@ class FlowWindow:
             raise ValueError(f"stamp must be a finite number of seconds, got {stamp}")
         out: list[WindowSample] = []
         if self._prev is not None and self._must_reset(frame, stamp):
-            out.extend(self.flush())
-            self.resets += 1
+            out.extend(self.restart())
         if self._prev is not None:
             self._append(self.flow_fn(self._prev.frame, frame))
         item = _Pending(frame, stamp, payload)
@@ -112,6 +111,17 @@ class FlowWindow:
         if len(self._pending) > self.delay:
             out.append(self._sample(self._pending.popleft(), self._ordered()))
         return out
+
+    def restart(self) -> list[WindowSample]:
+        """Start a new window (counted in `resets`), draining the frames still waiting for future flows first.
+
+        For conditions only the caller can see, e.g. the camera's resolution changing when frames are resized to
+        the model's input before they get here.
+        """
+        if self._prev is None:  # nothing to restart
+            return []
+        self.resets += 1
+        return self.flush()
 
     def flush(self) -> list[WindowSample]:
         """Emit the frames still waiting for future flows (centered windows at the end of a clip) and start afresh.
