@@ -54,7 +54,7 @@ def moving_scene(frames: int, size: tuple[int, int], *, seed: int = 0) -> list[b
     out = []
     for t in range(frames):
         zoom, pan = 1.0 + 0.004 * t, 0.5 * t
-        m = np.float32([[zoom, 0, (1 - zoom) * w / 2 + pan], [0, zoom, (1 - zoom) * h * 0.45]])
+        m = np.array([[zoom, 0, (1 - zoom) * w / 2 + pan], [0, zoom, (1 - zoom) * h * 0.45]], np.float32)
         frame = cv2.warpAffine(texture, m, (w, h), borderMode=cv2.BORDER_REFLECT)
         x = int(w * 0.2 + 3 * t) % (w - block.shape[1])
         frame[h // 2 : h // 2 + block.shape[0], x : x + block.shape[1]] = block
@@ -83,6 +83,7 @@ def run_bench(cfg: BenchConfig, *, progress: bool = True) -> dict[str, Any]:
     model = build_model(spec)
     params = sum(p.numel() for p in model.parameters())
     with tempfile.TemporaryDirectory() as tmp:
+        engine: TorchEngine | OnnxRuntimeEngine
         if cfg.backend == "torch":
             half = None if cfg.precision == "auto" else cfg.precision == "fp16"
             engine = TorchEngine(model, device=device, half=half, cuda_graph=cfg.cuda_graph)
@@ -104,6 +105,7 @@ def run_bench(cfg: BenchConfig, *, progress: bool = True) -> dict[str, Any]:
         for i, jpeg in enumerate(tqdm(jpegs, desc="bench", unit="frame", disable=not progress)):
             start = time.perf_counter()
             bgr = cv2.imdecode(np.frombuffer(jpeg, np.uint8), cv2.IMREAD_COLOR)
+            assert bgr is not None  # moving_scene's own JPEGs
             rgb = cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
             decode_ms = (time.perf_counter() - start) * 1e3  # host work, so wall time is right
             (result,) = seg.push(rgb, stamp=i / 30.0)

@@ -83,7 +83,7 @@ class Segmenter:
             window=spec.window,
             max_gap=max_gap,
         )
-        self._resize_index: dict[tuple[int, int], tuple[torch.Tensor, torch.Tensor]] = {}
+        self._resize_index: dict[tuple[int, int, int, int], tuple[torch.Tensor, torch.Tensor]] = {}
         self._camera_hw: tuple[int, int] | None = None
 
     @property
@@ -164,8 +164,9 @@ class Segmenter:
     def _postprocess(self, logits: torch.Tensor, camera_hw: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
         confidence, labels = logits.float().softmax(dim=1).max(dim=1)
         labels, confidence = labels[0].to(torch.uint8), confidence[0]
-        if tuple(labels.shape) != camera_hw:
-            rows, cols = self._nearest_index(camera_hw, tuple(labels.shape))
+        height, width = labels.shape
+        if (height, width) != camera_hw:
+            rows, cols = self._nearest_index(camera_hw, (height, width))
             labels, confidence = labels[rows][:, cols], confidence[rows][:, cols]
         return labels.cpu().numpy(), confidence.cpu().numpy()
 

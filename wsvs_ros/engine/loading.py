@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 
@@ -12,6 +13,9 @@ from wsvs_ros.engine.protocol import Engine
 from wsvs_ros.engine.torch_engine import TorchEngine
 from wsvs_ros.model.checkpoint import load_checkpoint
 from wsvs_ros.spec import ModelSpec
+
+if TYPE_CHECKING:
+    from wsvs_ros.engine.tensorrt_engine import TensorRTEngine
 
 BACKENDS = ("torch", "onnxruntime", "tensorrt")
 PRECISIONS = ("auto", "fp32", "fp16", "int8")
@@ -65,7 +69,7 @@ def open_engine(
     if backend == "onnxruntime":
         if device.type != "cpu" or precision not in ("auto", "fp32"):
             raise ValueError("the onnxruntime backend runs fp32 on the CPU; use device cpu")
-        engine = OnnxRuntimeEngine(path)
+        engine: OnnxRuntimeEngine | TensorRTEngine = OnnxRuntimeEngine(path)
         return engine, engine.spec
     if device.type != "cuda":
         raise ValueError("the tensorrt backend needs a CUDA device; use device cuda")

@@ -73,9 +73,9 @@ class OpenCVFlow:
         self.poly_sigma = float(poly_sigma)
         self._cv_flow: cv2.DenseOpticalFlow
         if method == "dis":
-            self._cv_flow = cv2.DISOpticalFlow_create(DIS_PRESETS[preset])
+            self._cv_flow = cv2.DISOpticalFlow_create(DIS_PRESETS[preset])  # type: ignore[attr-defined]
         else:
-            self._cv_flow = cv2.FarnebackOpticalFlow_create(
+            self._cv_flow = cv2.FarnebackOpticalFlow_create(  # type: ignore[attr-defined]
                 numLevels=levels,
                 pyrScale=pyr_scale,
                 fastPyramids=False,
@@ -121,5 +121,5 @@ class OpenCVFlow:
         flows = np.empty((prev.shape[0], *prev.shape[-2:], 2), np.float32)
         for b in range(prev.shape[0]):
             grey0, grey1 = (cv2.cvtColor(np.ascontiguousarray(f[b]), cv2.COLOR_RGB2GRAY) for f in frames_np)
-            flows[b] = self._cv_flow.calc(grey0, grey1, None)
+            flows[b] = self._cv_flow.calc(grey0, grey1, None)  # type: ignore[call-overload]
         return torch.from_numpy(flows).permute(0, 3, 1, 2).contiguous().to(prev.device)

@@ -89,6 +89,7 @@ class TorchFlow:
     ) -> None:
         if not 0.0 < scale_factor < 1.0:
             raise ValueError(f"scale_factor must be in (0, 1), got {scale_factor!r}")
+        value: float  # the int arguments, then the float ones
         for name, value in (("min_size", min_size), ("warps", warps), ("iterations", iterations)):
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ValueError(f"{name} must be a positive integer, got {value!r}")

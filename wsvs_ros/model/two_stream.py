@@ -9,6 +9,7 @@ are the CPU and real-time Jetson variants and are trained from the initialisatio
 from __future__ import annotations
 
 import math
+from typing import cast
 
 import torch
 import torch.nn.functional as F
@@ -25,6 +26,12 @@ OUTPUT_STRIDE = 32  # four pools in the streams + pool5 in the heads
 def scaled_channels(channels: int, width: float) -> int:
     """VGG-16 channel count `channels` scaled by `width`, rounded, at least 1 (so widths like 1/32 still build)."""
     return max(1, round(channels * width))
+
+
+def conv_bias(conv: nn.Conv2d) -> torch.Tensor:
+    """`conv.bias`, which every conv of this network has (built with bias=True); torch types it `Tensor | None`."""
+    assert conv.bias is not None, f"{conv} has no bias"
+    return conv.bias
 
 
 class VGGStream(nn.Module):
@@ -47,6 +54,10 @@ class VGGStream(nn.Module):
         self._pool_after[-1] = False  # pool5 belongs to each head (the fused one pools after fusion)
         self.convs = nn.ModuleList(convs)
         self.out_channels = channels
+
+    def conv_layers(self) -> list[nn.Conv2d]:
+        """`convs` typed as the `nn.Conv2d`s it holds (a type checker sees a `ModuleList`'s items as `nn.Module`)."""
+        return [cast(nn.Conv2d, conv) for conv in self.convs]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """(B, C_in, H, W) with H, W multiples of 16 -> conv5_3 after ReLU, (B, out_channels, H/16, W/16)."""
@@ -77,7 +88,7 @@ class ConvFusion(nn.Module):
         identity = torch.eye(channels).reshape(channels, channels, 1, 1)
         with torch.no_grad():
             self.conv.weight.copy_(torch.cat([identity, identity], dim=1))
-            self.conv.bias.zero_()
+            conv_bias(self.conv).zero_()
 
     def forward(self, rgb: torch.Tensor, flow: torch.Tensor) -> torch.Tensor:
         """Two (B, C, h, w) conv5_3 maps -> fused (B, C, h, w)."""
@@ -199,13 +210,13 @@ class TwoStreamNet(nn.Module):
         for head in (self.spatiotemporal_head, self.appearance_head):
             for conv in (head.fc6, head.fc7):
                 nn.init.kaiming_normal_(conv.weight, mode="fan_in", nonlinearity="relu")
-                nn.init.zeros_(conv.bias)
+                nn.init.zeros_(conv_bias(conv))
             nn.init.normal_(head.score.weight, std=0.01)
-            nn.init.zeros_(head.score.bias)
+            nn.init.zeros_(conv_bias(head.score))
         for stream in (self.rgb_stream, self.flow_stream):
-            for conv in stream.convs:
+            for conv in stream.conv_layers():
                 nn.init.kaiming_normal_(conv.weight, mode="fan_out", nonlinearity="relu")
-                nn.init.zeros_(conv.bias)
+                nn.init.zeros_(conv_bias(conv))
 
     def forward(self, rgb: torch.Tensor, flow: torch.Tensor) -> torch.Tensor:
         """Class scores (logits, before softmax) for every pixel.

@@ -12,7 +12,7 @@ from collections.abc import Mapping
 import torch
 
 from wsvs_ros.labels import LabelSet
-from wsvs_ros.model.two_stream import FC6_KERNEL, VGG16_BLOCKS, VGG16_FC_CHANNELS, TwoStreamNet
+from wsvs_ros.model.two_stream import FC6_KERNEL, VGG16_BLOCKS, VGG16_FC_CHANNELS, TwoStreamNet, conv_bias
 
 IMAGENET_CLASSES = 1000
 BACKGROUND_SCORE_STD = 0.1  # paper 4.2: classes not in ILSVRC start from N(0, 0.1)
@@ -104,26 +104,27 @@ def load_vgg16_weights(
     _check_state_dict(state)
 
     with torch.no_grad():
-        for key, rgb_conv, flow_conv in zip(VGG16_CONV_KEYS, net.rgb_stream.convs, net.flow_stream.convs, strict=True):
+        rgb_convs, flow_convs = net.rgb_stream.conv_layers(), net.flow_stream.conv_layers()
+        for key, rgb_conv, flow_conv in zip(VGG16_CONV_KEYS, rgb_convs, flow_convs, strict=True):
             weight, bias = state[f"{key}.weight"], state[f"{key}.bias"]
             rgb_conv.weight.copy_(weight)
-            rgb_conv.bias.copy_(bias)
+            conv_bias(rgb_conv).copy_(bias)
             if flow_conv is net.flow_stream.convs[0]:  # conv1_1: 2L flow channels instead of 3 colours
                 channels = flow_conv.in_channels
                 weight = weight.float().sum(dim=1, keepdim=True).expand(-1, channels, -1, -1) / channels
             flow_conv.weight.copy_(weight)
-            flow_conv.bias.copy_(bias)
+            conv_bias(flow_conv).copy_(bias)
 
         score_weight, score_bias, mapped = _score_layer(state, label_set)
         for head in (net.spatiotemporal_head, net.appearance_head):
             head.fc6.weight.copy_(state["classifier.0.weight"].reshape(head.fc6.weight.shape))
-            head.fc6.bias.copy_(state["classifier.0.bias"])
+            conv_bias(head.fc6).copy_(state["classifier.0.bias"])
             head.fc7.weight.copy_(state["classifier.3.weight"].reshape(head.fc7.weight.shape))
-            head.fc7.bias.copy_(state["classifier.3.bias"])
+            conv_bias(head.fc7).copy_(state["classifier.3.bias"])
             unmapped = torch.randn(score_weight.shape, generator=generator, device=_device_of(generator))
             weight = torch.where(mapped[:, None], score_weight, unmapped.cpu() * BACKGROUND_SCORE_STD)
             head.score.weight.copy_(weight.reshape(head.score.weight.shape))
-            head.score.bias.copy_(score_bias)
+            conv_bias(head.score).copy_(score_bias)
 
     net.fusion.reset_parameters()
     net.upsample.reset_parameters()
