@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import stat
 from pathlib import Path
 
 import pytest
@@ -53,3 +55,12 @@ def test_weights_that_do_not_fit_the_metadata_are_refused(tmp_path: Path) -> Non
     save_checkpoint(path, build_model(tiny_spec(width=1 / 16)), tiny_spec())
     with pytest.raises(ValueError, match="weights do not match the network its metadata describes"):
         load_checkpoint(path)
+
+
+def test_checkpoints_get_the_usual_file_permissions(tmp_path: Path) -> None:
+    umask = os.umask(0o022)
+    try:
+        save_checkpoint(tmp_path / "m.pt", build_model(tiny_spec()), tiny_spec())
+    finally:
+        os.umask(umask)
+    assert stat.S_IMODE((tmp_path / "m.pt").stat().st_mode) == 0o644, "readable by the user the node runs as"

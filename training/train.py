@@ -32,6 +32,7 @@ from training.crf import dense_crf
 from training.data import Clip, FlowCache, WeakDataset, camvid_clips, cityscapes_clips, synth_clips
 from training.heatmaps import HeatmapCache, heatmap_source
 from training.losses import binary_masks, crf_kl_loss, heatmap_loss, tag_loss
+from wsvs_ros.flow import make_flow
 from wsvs_ros.labels import LabelSet, get_label_set
 from wsvs_ros.model.checkpoint import build_model, save_checkpoint
 from wsvs_ros.model.two_stream import TwoStreamNet
@@ -148,7 +149,7 @@ class TrainConfig:
         return Path(self.cache) if self.cache is not None else Path(self.out).parent / "cache"
 
     def model_spec(self) -> ModelSpec:
-        return ModelSpec(
+        spec = ModelSpec(
             self.label_set,
             get_label_set(self.label_set).names,
             input_width=self.input_width,
@@ -159,6 +160,9 @@ class TrainConfig:
             flow_params=dict(self.flow_params),
             width=self.width,
         )
+        # Pin the backend's effective parameters, defaults included: if a default changes in a later release, the
+        # node still runs the flow this model was trained with.
+        return dataclasses.replace(spec, flow_params=make_flow(spec).params)
 
     def preset(self) -> OptimiserPreset:
         preset = OPTIMISERS[self.optimizer]

@@ -19,12 +19,13 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
+
+from wsvs_ros.atomic_file import atomic_write
 
 PRECISIONS = ("fp32", "fp16", "int8")
 SIDECAR_FORMAT = 1  # bumped when the sidecar's fields change meaning; other versions read as "rebuild"
@@ -57,18 +58,8 @@ def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> None:
 
     Readers see the old file or the new one, never a truncated one; the temporary file is removed on any failure.
     """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_write(path) as f:
+        f.write(data)
 
 
 @dataclass(frozen=True)

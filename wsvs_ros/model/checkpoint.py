@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import tempfile
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -11,6 +10,7 @@ from typing import Any
 
 import torch
 
+from wsvs_ros.atomic_file import atomic_write
 from wsvs_ros.model.two_stream import TwoStreamNet
 from wsvs_ros.spec import ModelSpec
 
@@ -39,18 +39,10 @@ def save_checkpoint(
     path: str | os.PathLike[str], model: TwoStreamNet, spec: ModelSpec, *, info: dict | None = None
 ) -> None:
     """Write atomically (temporary file + rename), so a crash mid-write never leaves a truncated checkpoint."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
     payload = {"spec": spec.to_dict(), "state_dict": state, "info": dict(info or {})}
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save(payload, f)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_write(path) as f:
+        torch.save(payload, f)
 
 
 def load_checkpoint(path: str | os.PathLike[str], *, map_location: str | torch.device = "cpu") -> Checkpoint:
