@@ -7,6 +7,8 @@ import json
 import sys
 from collections.abc import Sequence
 
+from wsvs_ros.outputs import DEFAULT_MASK_CLASSES, DEFAULT_MAX_GAP_S
+
 
 def _size(text: str) -> tuple[int, int]:
     try:
@@ -157,8 +159,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--backend", choices=("torch", "onnxruntime", "tensorrt"), default="torch")
     p.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
     p.add_argument("--png-every", type=int, default=10, help="write every Nth overlay as a PNG (0: none)")
-    p.add_argument("--classes", nargs="+", default=["road", "sidewalk", "vegetation"], help="one mask topic each")
-    p.add_argument("--max-gap", type=_positive_float, default=0.5, help="seconds between frames that restart the flow")
+    p.add_argument("--classes", nargs="+", default=list(DEFAULT_MASK_CLASSES), help="one mask topic each")
+    p.add_argument(
+        "--max-gap",
+        type=_positive_float,
+        default=DEFAULT_MAX_GAP_S,
+        help="seconds between frames that restart the flow",
+    )
     p.add_argument("--force", action="store_true", help="replace --out if it holds an earlier replay's output")
     p.set_defaults(func=_cmd_replay)
 

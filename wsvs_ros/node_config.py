@@ -18,7 +18,7 @@ from wsvs_ros.engine.loading import BACKENDS, PRECISIONS
 from wsvs_ros.engine.tensorrt_engine import EngineNotBuiltError
 from wsvs_ros.labels import LabelSet, get_label_set
 from wsvs_ros.model.checkpoint import default_model_path
-from wsvs_ros.outputs import resolve_classes
+from wsvs_ros.outputs import DEFAULT_MASK_CLASSES, DEFAULT_MAX_GAP_S, resolve_classes
 from wsvs_ros.pipeline import Segmenter, open_segmenter
 from wsvs_ros.spec import WINDOWS, ModelSpec
 
@@ -69,13 +69,13 @@ PARAMETERS: tuple[ParamInfo, ...] = (
     ),
     ParamInfo(
         "publish_classes",
-        ("road", "sidewalk", "vegetation"),
+        DEFAULT_MASK_CLASSES,
         "Classes that get a mono8 0/255 mask on ~/mask/<class> (names or aliases of the model's label set).",
     ),
     ParamInfo("publish_overlay", True, "Publish ~/overlay, the label colours blended over the frame (bgr8)."),
     ParamInfo(
         "max_gap",
-        0.5,
+        DEFAULT_MAX_GAP_S,
         "Seconds between frame stamps above which the flow window restarts (flow across a longer gap is "
         "meaningless); 0.0 never restarts on a gap.",
     ),

@@ -23,6 +23,8 @@ from wsvs_ros.ros_io import (
     rgb_to_image,
 )
 
+DEFAULT_MASK_CLASSES = ("road", "sidewalk", "vegetation")  # classes that get a mask topic unless told otherwise
+DEFAULT_MAX_GAP_S = 0.5  # frame gap (seconds) that restarts the flow window: flow across a longer gap is meaningless
 NODE_NAME = "wsvs_segmenter"  # the live node's name; replayed topics sit where the node publishes them
 LABELS_TOPIC = "labels"
 OVERLAY_TOPIC = "overlay"

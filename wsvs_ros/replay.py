@@ -53,6 +53,8 @@ from wsvs_ros.labels import LabelSet, get_label_set
 from wsvs_ros.model.checkpoint import default_model_path
 from wsvs_ros.outputs import (
     CLASS_MAP_TOPIC,
+    DEFAULT_MASK_CLASSES,
+    DEFAULT_MAX_GAP_S,
     LABELS_TOPIC,
     NODE_NAME,
     OVERLAY_TOPIC,
@@ -69,7 +71,6 @@ from wsvs_ros.stats import RunStats, summarize
 log = logging.getLogger(__name__)
 
 IMAGE_TYPES = ("sensor_msgs/msg/Image", "sensor_msgs/msg/CompressedImage")
-DEFAULT_CLASSES = ("road", "sidewalk", "vegetation")
 
 MASKS_BAG = "masks"
 VIDEO_FILE = "overlay.mp4"
@@ -119,9 +120,9 @@ def replay_bag(
     model: str | os.PathLike[str],
     backend: str = "torch",
     device: str = "cpu",
-    publish_classes: Sequence[str] = DEFAULT_CLASSES,
+    publish_classes: Sequence[str] = DEFAULT_MASK_CLASSES,
     png_every: int = 10,
-    max_gap: float | None = 0.5,
+    max_gap: float | None = DEFAULT_MAX_GAP_S,
     force: bool = False,
     progress: bool = True,
 ) -> dict[str, Any]:
