@@ -431,6 +431,8 @@ def fit(config: TrainConfig, *, command: str | None = None, progress: bool = Tru
         run.optimiser.load_state_dict(state["optimiser"])
         run.scheduler.load_state_dict(state["scheduler"])
         torch.set_rng_state(state["rng"])
+        if state.get("cuda_rng") and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(state["cuda_rng"])
         start = int(state["iteration"])
     log_path = out / "log.csv"
     kept: list[list[str]] = []
@@ -479,6 +481,8 @@ def _save_state(path: Path, run: Training, config: TrainConfig, iteration: int) 
         "optimiser": run.optimiser.state_dict(),
         "scheduler": run.scheduler.state_dict(),
         "rng": torch.get_rng_state(),
+        # Dropout draws from the CUDA generators on a GPU; without their state a resumed run would differ.
+        "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
     }
     tmp = path.with_suffix(".tmp")
     torch.save(state, tmp)

@@ -29,6 +29,7 @@ class LabelSet:
     name: str
     classes: tuple[LabelClass, ...]
     _by_name: dict[str, LabelClass] = field(init=False, repr=False, compare=False)
+    _palette: np.ndarray = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         if [c.id for c in self.classes] != list(range(len(self.classes))):
@@ -41,6 +42,11 @@ class LabelSet:
                     raise ValueError(f"label set {self.name!r}: name {key!r} used twice")
                 by_name[key] = c
         object.__setattr__(self, "_by_name", by_name)
+        lut = np.zeros((256, 3), np.uint8)  # built once: colorize runs on every published frame
+        for c in self.classes:
+            lut[c.id] = c.color
+        lut.flags.writeable = False
+        object.__setattr__(self, "_palette", lut)
 
     def __len__(self) -> int:
         return len(self.classes)
@@ -68,11 +74,8 @@ class LabelSet:
         raise KeyError(f"label set {self.name!r} has no class with colour {tuple(color)}")
 
     def palette(self) -> np.ndarray:
-        """(256, 3) uint8 RGB lookup table; ids outside the set (e.g. 255 = void) are black."""
-        lut = np.zeros((256, 3), np.uint8)
-        for c in self.classes:
-            lut[c.id] = c.color
-        return lut
+        """(256, 3) uint8 RGB lookup table (read-only); ids outside the set (e.g. 255 = void) are black."""
+        return self._palette
 
     def colorize(self, labels: np.ndarray) -> np.ndarray:
         """(H, W) uint8 class ids -> (H, W, 3) uint8 RGB."""
