@@ -18,7 +18,7 @@ import numpy as np
 from rosbags.rosbag2 import StoragePlugin, Writer
 from rosbags.typesys import Stores, get_typestore
 
-from training.synth import render_clip
+from training.synth import parse_size, render_clip
 from training.synth_scene import FPS
 
 TOPIC = "/camera/image_raw/compressed"
@@ -55,10 +55,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--seed", type=int, default=8)
     parser.add_argument("--frames", type=int, default=40)
-    parser.add_argument("--size", default="512x256", help="WIDTHxHEIGHT")
+    parser.add_argument("--size", type=parse_size, default=(512, 256), help="WIDTHxHEIGHT")
     parser.add_argument("--force", action="store_true", help="replace --out")
     args = parser.parse_args(argv)
-    w, h = (int(v) for v in args.size.lower().split("x"))
+    w, h = args.size
     if args.force and args.out.exists():
         shutil.rmtree(args.out)
     path = write_sample_bag(args.out, seed=args.seed, frames=args.frames, size=(w, h))

@@ -273,7 +273,7 @@ at least: {thresholds}.
 """
 
 
-def _parse_size(text: str) -> tuple[int, int]:
+def parse_size(text: str) -> tuple[int, int]:
     try:
         width, height = (int(v) for v in text.lower().split("x"))
     except ValueError:
@@ -288,7 +288,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--clips", type=int, required=True, help="number of clips")
     parser.add_argument("--seed", type=int, required=True, help="random seed (>= 0); same seed, same files")
     parser.add_argument("--frames", type=int, default=30, help="frames per clip (default 30)")
-    parser.add_argument("--size", type=_parse_size, default=(512, 256), help="WIDTHxHEIGHT (default 512x256)")
+    parser.add_argument("--size", type=parse_size, default=(512, 256), help="WIDTHxHEIGHT (default 512x256)")
     parser.add_argument("--val-clips", type=int, default=None, help="clips in the val split (default: a fifth)")
     parser.add_argument("--iconic", type=int, default=100, help="iconic images per class (default 100)")
     args = parser.parse_args(argv)
