@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import re
+import shutil
 from pathlib import Path
 
 import cv2
@@ -66,6 +68,17 @@ def _write_cityscapes(root: Path, *, frames: int = 30) -> None:
     _png(root / "gtFine/val/aachen/aachen_000001_000019_gtFine_labelIds.png", label_ids)
 
 
+def _write_camvid(root: Path) -> None:
+    """One annotated still (road, void top row) of video 0001TP with the video frames 6684..6696 around it."""
+    rng = np.random.default_rng(0)
+    annot = np.full((8, 16), 3, np.uint8)  # road
+    annot[0] = 11  # void
+    _png(root / "train/0001TP_006690.png", rng.integers(0, 255, (8, 16, 3), dtype=np.uint8))
+    _png(root / "trainannot/0001TP_006690.png", annot)
+    for n in range(6684, 6697):
+        _png(root / f"frames/0001TP/0001TP_{n:06d}.png", rng.integers(0, 255, (8, 16, 3), dtype=np.uint8))
+
+
 def test_cityscapes_snippet_targets_its_annotated_20th_frame(tmp_path: Path) -> None:
     _write_cityscapes(tmp_path)
     (tmp_path / "tags/val").mkdir(parents=True)
@@ -82,15 +95,57 @@ def test_cityscapes_snippet_targets_its_annotated_20th_frame(tmp_path: Path) -> 
     assert labels[3, 8] == VOID_ID
 
 
+def test_missing_tags_name_the_command_that_derives_them(tmp_path: Path) -> None:
+    _write_cityscapes(tmp_path)
+    command = f"wsvs-train tags --dataset cityscapes|camvid --data {tmp_path} --split val"
+    with pytest.raises(FileNotFoundError, match=re.escape(command)):
+        cityscapes_clips(tmp_path, "val")
+
+
 def test_tags_are_derived_once_from_annotations(tmp_path: Path) -> None:
     _write_cityscapes(tmp_path)
-    with pytest.raises(FileNotFoundError, match="write_tags_from_annotations"):
-        cityscapes_clips(tmp_path, "val")
-    (tmp_path / "tags/val").mkdir(parents=True)
-    (tmp_path / "tags/val/aachen_000001.json").write_text(json.dumps({"tags": []}))
-    clips = cityscapes_clips(tmp_path, "val")
-    write_tags_from_annotations(tmp_path, "val", clips, CITYSCAPES)
+    [untagged] = cityscapes_clips(tmp_path, "val", require_tags=False)
+    assert untagged.tags == frozenset()
+    write_tags_from_annotations(tmp_path, "val", [untagged], CITYSCAPES)
     assert json.loads((tmp_path / "tags/val/aachen_000001.json").read_text())["tags"] == ["road", "car"]
+    assert cityscapes_clips(tmp_path, "val")[0].tags == {"road", "car"}
+
+
+def test_camvid_tags_are_derived_once_from_annotations(tmp_path: Path) -> None:
+    _write_camvid(tmp_path)
+    spec = _camvid_spec("causal")
+    write_tags_from_annotations(
+        tmp_path, "train", camvid_clips(tmp_path, "train", spec=spec, require_tags=False), CAMVID
+    )
+    [clip] = camvid_clips(tmp_path, "train", spec=spec)
+    assert clip.tags == {"road"}  # the void row is no class
+
+
+def test_tags_are_not_derived_for_clips_without_annotations(tmp_path: Path) -> None:
+    _write_cityscapes(tmp_path)
+    (tmp_path / "gtFine/val/aachen/aachen_000001_000019_gtFine_labelIds.png").unlink()
+    clips = cityscapes_clips(tmp_path, "val", require_tags=False)
+    with pytest.raises(ValueError, match="no annotation to derive tags from"):
+        write_tags_from_annotations(tmp_path, "val", clips, CITYSCAPES)
+    assert not (tmp_path / "tags").exists()
+
+
+def test_present_tag_files_are_still_checked_when_tags_are_optional(tmp_path: Path) -> None:
+    _write_cityscapes(tmp_path)
+    (tmp_path / "tags/val").mkdir(parents=True)
+    (tmp_path / "tags/val/aachen_000001.json").write_text(json.dumps({"tags": ["lava"]}))
+    with pytest.raises(KeyError, match="no class 'lava'"):
+        cityscapes_clips(tmp_path, "val", require_tags=False)
+
+
+def test_wsvs_train_tags_writes_the_tags_the_loader_reads(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from training.cli import main
+
+    _write_cityscapes(tmp_path)
+    assert main(["tags", "--dataset", "cityscapes", "--data", str(tmp_path), "--split", "val"]) == 0
+    assert f"wrote 1 tag files to {tmp_path / 'tags/val'}" in capsys.readouterr().out
+    [clip] = cityscapes_clips(tmp_path, "val")
+    assert clip.tags == {"road", "car"}
 
 
 def test_unknown_tag_is_refused_with_the_class_list(tmp_path: Path) -> None:
@@ -102,13 +157,7 @@ def test_unknown_tag_is_refused_with_the_class_list(tmp_path: Path) -> None:
 
 
 def test_camvid_still_gets_the_frames_of_its_flow_window(tmp_path: Path) -> None:
-    rng = np.random.default_rng(0)
-    annot = np.full((8, 16), 3, np.uint8)  # road
-    annot[0] = 11  # void
-    _png(tmp_path / "train/0001TP_006690.png", rng.integers(0, 255, (8, 16, 3), dtype=np.uint8))
-    _png(tmp_path / "trainannot/0001TP_006690.png", annot)
-    for n in range(6684, 6697):
-        _png(tmp_path / f"frames/0001TP/0001TP_{n:06d}.png", rng.integers(0, 255, (8, 16, 3), dtype=np.uint8))
+    _write_camvid(tmp_path)
     (tmp_path / "tags/train").mkdir(parents=True)
     (tmp_path / "tags/train/0001TP_006690.json").write_text(json.dumps({"tags": ["road", "pavement"]}))
 
@@ -193,6 +242,17 @@ def test_cached_flows_are_read_back_not_recomputed(tmp_path: Path, monkeypatch: 
 
     monkeypatch.setattr(data, "pair_flows", fail)
     torch.testing.assert_close(cache.get(clip)[1], flows)
+
+
+def test_a_regenerated_dataset_is_not_served_the_old_flows(tmp_path: Path) -> None:
+    write_tiny_drives(tmp_path / "d", clips=2, frames=3, seed=0)
+    [clip] = synth_clips(tmp_path / "d", "train")
+    old = FlowCache(tmp_path / "cache", tiny_spec()).get(clip)[1]
+    shutil.rmtree(tmp_path / "d")
+    write_tiny_drives(tmp_path / "d", clips=2, frames=3, seed=1)  # same file names, other pixels
+    [clip] = synth_clips(tmp_path / "d", "train")
+    new = FlowCache(tmp_path / "cache", tiny_spec()).get(clip)[1]
+    assert not torch.equal(old, new)
 
 
 def test_training_samples_never_read_annotations(tmp_path: Path) -> None:

@@ -21,6 +21,7 @@ from training.heatmaps import (
     save_iconic_classifier,
     train_iconic_classifier,
 )
+from training.heatmaps import _augment as augment_iconic
 from training.losses import binary_masks
 from wsvs_ros.labels import CITYSCAPES, DRIVE
 from wsvs_ros.model.vgg_init import VGG16_STATE_SHAPES
@@ -108,6 +109,13 @@ def test_iconic_one_vs_all_classifier_learns_and_its_file_round_trips(tmp_path: 
     torch.testing.assert_close(loaded(x), model(x))
 
 
+def test_a_classifier_file_without_its_architecture_is_refused(tmp_path: Path) -> None:
+    model = VGGClassifier(((4,), (4,), (4,)), grid=5, hidden=8, num_outputs=2)
+    torch.save({"class_names": ["road", "sky"], "state_dict": model.state_dict()}, tmp_path / "old.pt")
+    with pytest.raises(ValueError, match=r"not a `wsvs-train classifiers` file \(no \['blocks', 'hidden'\]\)"):
+        load_iconic_classifier(tmp_path / "old.pt")
+
+
 def test_heatmaps_are_cached_per_frame_and_give_masks(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     write_tiny_drives(tmp_path / "d", clips=2, frames=3)
     model, _ = train_iconic_classifier(tmp_path / "d/iconic", DRIVE.names, epochs=1, seed=0, log=False)
@@ -126,6 +134,41 @@ def test_heatmaps_are_cached_per_frame_and_give_masks(tmp_path: Path, monkeypatc
     positive = maps[2].float().amax(dim=(1, 2)) > 0
     assert torch.equal(masks.any(dim=(2, 3))[0], positive)  # a class the classifier finds somewhere gets a mask
     assert positive.any()
+
+
+def test_a_clip_of_the_same_name_from_other_frames_gets_its_own_heatmaps(tmp_path: Path) -> None:
+    write_tiny_drives(tmp_path / "a", clips=2, frames=2, seed=0)
+    write_tiny_drives(tmp_path / "b", clips=2, frames=2, seed=1)
+    model, _ = train_iconic_classifier(tmp_path / "a/iconic", DRIVE.names, epochs=1, seed=0, log=False)
+    source = HeatmapSource(DRIVE, (fully_convolutional(model), DRIVE.names))
+    [clip_a], [clip_b] = synth_clips(tmp_path / "a", "train"), synth_clips(tmp_path / "b", "train")
+    assert clip_a.name == clip_b.name
+    maps_a = HeatmapCache(tmp_path / "cache", source, tiny_spec(), files=[None]).clip_heatmaps(clip_a, [1])[1]
+    maps_b = HeatmapCache(tmp_path / "cache", source, tiny_spec(), files=[None]).clip_heatmaps(clip_b, [1])[1]
+    assert not torch.equal(maps_a, maps_b)
+
+
+def test_heatmap_scale_resizes_the_frame_not_the_heatmap() -> None:
+    torch.manual_seed(0)
+    iconic = VGGClassifier(((4,), (4,), (4,)), grid=5, hidden=8, num_outputs=len(DRIVE)).eval()
+    frame = torch.rand(1, 3, 64, 128) * 255
+    plain = HeatmapSource(DRIVE, (fully_convolutional(iconic), DRIVE.names))
+    upscaled = HeatmapSource(DRIVE, (fully_convolutional(iconic), DRIVE.names), scale=2.0)
+    assert plain(frame).shape == upscaled(frame).shape == (1, len(DRIVE), 8, 16)
+    assert not torch.allclose(plain(frame), upscaled(frame))
+    with pytest.raises(ValueError, match="heatmap_scale=8"):
+        HeatmapSource(DRIVE, (fully_convolutional(iconic), DRIVE.names), scale=8.0)
+
+
+def test_iconic_augmentation_keeps_size_and_range_and_is_seeded() -> None:
+    images = torch.randint(0, 256, (5, 3, 48, 48), dtype=torch.uint8)
+    first = augment_iconic(images, torch.Generator().manual_seed(3))
+    assert first.shape == (5, 3, 40, 40) and first.dtype == torch.float32
+    assert first.min() >= 0 and first.max() <= 255
+    torch.testing.assert_close(augment_iconic(images, torch.Generator().manual_seed(3)), first)
+    # colour changes are drawn per image: the same image twice in a batch comes out different
+    twice = augment_iconic(images[:1].expand(2, -1, -1, -1), torch.Generator().manual_seed(4))
+    assert not torch.allclose(twice[0], twice[1])
 
 
 def test_wsvs_train_classifiers_writes_a_loadable_file(tmp_path: Path) -> None:

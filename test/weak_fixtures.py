@@ -11,13 +11,15 @@ from training.synth import write_drives
 from wsvs_ros.labels import DRIVE
 
 
-def write_tiny_drives(root: Path, *, clips: int = 3, frames: int = 7, size: tuple[int, int] = (64, 32)) -> Path:
+def write_tiny_drives(
+    root: Path, *, clips: int = 3, frames: int = 7, size: tuple[int, int] = (64, 32), seed: int = 3
+) -> Path:
     """`clips` synthetic drives (the last one in "val") and 4 iconic images per DRIVE class, each class its colour.
 
     The generator's own iconic images take seconds each to find; flat class colours with noise are enough to
     exercise the classifier plumbing.
     """
-    write_drives(root, clips=clips, frames_per_clip=frames, size=size, seed=3, val_clips=1, iconic_per_class=0)
+    write_drives(root, clips=clips, frames_per_clip=frames, size=size, seed=seed, val_clips=1, iconic_per_class=0)
     rng = np.random.default_rng(0)
     for c in DRIVE.classes:
         folder = root / "iconic" / c.name

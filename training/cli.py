@@ -1,4 +1,5 @@
-"""`wsvs-train`: synthetic drives, iconic classifiers, training, evaluation and the ablation."""
+"""`wsvs-train`: synthetic drives, tags from annotations, iconic classifiers, training, evaluation, heatmap masks, the
+ablation."""
 
 from __future__ import annotations
 
@@ -32,6 +33,22 @@ def _cmd_synth(args: argparse.Namespace, rest: Sequence[str]) -> int:
     return synth_main(list(rest))
 
 
+def _cmd_tags(args: argparse.Namespace, command: str) -> int:
+    from training.data import dataset_clips, write_tags_from_annotations
+    from wsvs_ros.labels import get_label_set
+    from wsvs_ros.spec import ModelSpec
+
+    # The annotations decode to the dataset's own class ids, and its label set bears the dataset's name.
+    labels = get_label_set(args.dataset)
+    # A clip's tags come from its annotated frame alone; the flow window (L, alignment) only decides which neighbouring
+    # CamVid frames the clip lists, so the spec's defaults serve whatever model is trained later.
+    spec = ModelSpec(labels.name, labels.names)
+    clips = dataset_clips(args.dataset, args.data, args.split, spec=spec, label_set=labels, require_tags=False)
+    write_tags_from_annotations(args.data, args.split, clips, labels)
+    print(f"wrote {len(clips)} tag files to {args.data / 'tags' / args.split}")
+    return 0
+
+
 def _cmd_classifiers(args: argparse.Namespace, command: str) -> int:
     import torch
 
@@ -59,24 +76,43 @@ def _cmd_fit(args: argparse.Namespace, command: str) -> int:
 def _cmd_evaluate(args: argparse.Namespace, command: str) -> int:
     import torch
 
-    from training.data import camvid_clips, cityscapes_clips, synth_clips
+    from training.data import dataset_clips
     from training.evaluate import evaluate_checkpoint
     from wsvs_ros.labels import get_label_set
     from wsvs_ros.model.checkpoint import load_checkpoint
 
     torch.set_num_threads(args.threads)
     spec = load_checkpoint(args.checkpoint).spec
-    labels = get_label_set(spec.label_set)
-    if args.dataset == "synth":
-        clips = synth_clips(args.data, args.split, label_set=labels)
-    elif args.dataset == "cityscapes":
-        clips = cityscapes_clips(args.data, args.split, label_set=labels)
-    else:
-        clips = camvid_clips(args.data, args.split, spec=spec, label_set=labels)
+    clips = dataset_clips(args.dataset, args.data, args.split, spec=spec, label_set=get_label_set(spec.label_set))
     cache = args.cache or Path(args.out) / "cache"
     metrics = evaluate_checkpoint(args.checkpoint, clips, out=args.out, cache_dir=cache, crf=args.crf)
     summary = {k: metrics[k] for k in ("miou", "mean_class_acc", "global_acc", "frames")}
     print(json.dumps({**summary, "per_class_iou": metrics["per_class_iou"]}, indent=2))
+    return 0
+
+
+def _cmd_heatmaps(args: argparse.Namespace, command: str) -> int:
+    import torch
+
+    from training.heatmap_quality import format_table, mask_quality
+    from training.heatmaps import heatmap_source
+    from training.train import load_clips, load_config
+
+    config = load_config(args.config, **_overrides(args.set))
+    if config.iconic is None and config.vgg16 is None:
+        raise SystemExit(f"{args.config} names no heatmap classifiers: set `iconic` or `vgg16`")
+    torch.set_num_threads(config.threads)
+    source = heatmap_source(
+        config.labels, iconic_path=config.iconic, vgg16_path=config.vgg16, scale=config.heatmap_scale
+    )
+    clips = load_clips(config, args.split)
+    quality = mask_quality(source, clips, config.model_spec(), fraction=config.mask_fraction, every=args.every)
+    print(format_table(quality))
+    if args.out is not None:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        record = {"command": command, "split": args.split, "every": args.every, **quality}
+        args.out.write_text(json.dumps(record, indent=2) + "\n")
+        print(f"wrote {args.out}")
     return 0
 
 
@@ -103,6 +139,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     sub.add_parser("synth", help="write synthetic drives (arguments of `python -m training.synth`)", add_help=False)
 
+    p = sub.add_parser("tags", help="derive the video-level tags of Cityscapes / CamVid clips from their annotations")
+    p.add_argument("--dataset", required=True, choices=("cityscapes", "camvid"))
+    p.add_argument("--data", required=True, type=Path, help="dataset root; writes DATA/tags/SPLIT/{clip}.json")
+    p.add_argument("--split", required=True)
+
     p = sub.add_parser("classifiers", help="train the one-vs-all heatmap classifiers on iconic images")
     p.add_argument("--iconic", required=True, type=Path, help="folder with one sub-folder of images per class")
     p.add_argument("--out", required=True, type=Path, help="classifier file to write")
@@ -126,6 +167,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--crf", action="store_true", help="refine with a dense CRF before scoring (paper 4.2)")
     p.add_argument("--threads", type=int, default=2)
 
+    p = sub.add_parser("heatmaps", help="precision / recall of a config's heatmap masks B_k against annotations")
+    p.add_argument("config", type=Path, help="training config (its iconic, vgg16, heatmap_scale, mask_fraction)")
+    p.add_argument("--split", default="val", help="annotated split to score on (default val)")
+    p.add_argument("--every", type=int, default=1, metavar="N", help="every N-th annotated frame of each clip")
+    p.add_argument("--out", type=Path, help="also write the figures and pixel counts to this JSON file")
+    p.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="override config keys")
+
     p = sub.add_parser("ablation", help="train and evaluate the paper's four ablation setups")
     p.add_argument("--out", required=True, type=Path)
     p.add_argument("--config", type=Path, default=DEFAULT_ABLATION_CONFIG, help="base config of every setup")
@@ -141,9 +189,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _cmd_synth(argparse.Namespace(), argv[1:])
     args = build_parser().parse_args(argv)
     handlers = {
+        "tags": _cmd_tags,
         "classifiers": _cmd_classifiers,
         "fit": _cmd_fit,
         "evaluate": _cmd_evaluate,
+        "heatmaps": _cmd_heatmaps,
         "ablation": _cmd_ablation,
     }
     return handlers[args.command](args, _command(argv))

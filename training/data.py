@@ -16,7 +16,9 @@ Layouts (paths relative to the dataset root):
   its prefix and zero padding).
 Tags are video-level: `tags/{split}/{clip}.json` holding `{"tags": [class names]}` (one file per clip; `clip` is
 `{city}_{seq}` or, for CamVid, `{seq}_{frame}` of the annotated still). The synthetic generator writes them; for
-Cityscapes and CamVid `write_tags_from_annotations` derives them once from the annotations (image-level labels only).
+Cityscapes and CamVid they are derived once from the annotations (image-level labels only) by
+`wsvs-train tags --dataset cityscapes|camvid --data ROOT --split SPLIT`, which loads the clips with
+`require_tags=False` (no tags yet) and calls `write_tags_from_annotations`.
 
 Flow follows the deployed node exactly (`wsvs_ros.pipeline.Segmenter`): frames go through `frame_to_tensor`, one flow
 per consecutive pair from `make_flow(spec)`, encoded with `encode_flow` and stacked by a `FlowWindow` with the
@@ -47,6 +49,9 @@ CITYSCAPES_ANNOTATED_INDEX = 19
 
 CAMVID_VOID = 11
 """SegNet's CamVid annotations mark void pixels 11."""
+
+DATASETS = ("synth", "cityscapes", "camvid")
+"""The on-disk layouts `dataset_clips` reads."""
 
 _CITYSCAPES_NAME = re.compile(r"^(?P<city>.+)_(?P<seq>\d+)_(?P<frame>\d+)_leftImg8bit\.png$")
 _CAMVID_NAME = re.compile(r"^(?P<seq>.+)_(?P<prefix>[A-Za-z]*)(?P<frame>\d+)\.png$")
@@ -79,12 +84,34 @@ class Clip:
 # Layouts
 
 
-def cityscapes_clips(root: str | Path, split: str, *, label_set: LabelSet = CITYSCAPES) -> list[Clip]:
+def dataset_clips(
+    dataset: str, root: str | Path, split: str, *, spec: ModelSpec, label_set: LabelSet, require_tags: bool = True
+) -> list[Clip]:
+    """The clips of a split in one of the `DATASETS` layouts; `spec` is read by CamVid only (its flow window).
+
+    Raises:
+        ValueError: `dataset` is not one of `DATASETS`; and what the layout's loader raises.
+    """
+    if dataset == "synth":
+        return synth_clips(root, split, label_set=label_set, require_tags=require_tags)
+    if dataset == "cityscapes":
+        return cityscapes_clips(root, split, label_set=label_set, require_tags=require_tags)
+    if dataset == "camvid":
+        return camvid_clips(root, split, spec=spec, label_set=label_set, require_tags=require_tags)
+    raise ValueError(f"dataset={dataset!r}: use one of {DATASETS}")
+
+
+def cityscapes_clips(
+    root: str | Path, split: str, *, label_set: LabelSet = CITYSCAPES, require_tags: bool = True
+) -> list[Clip]:
     """Cityscapes `leftImg8bit_sequence` snippets, the annotated 20th frame of each as the target.
+
+    Args:
+        require_tags: False gives clips without a tag file empty tags (to derive them: `write_tags_from_annotations`).
 
     Raises:
         FileNotFoundError: the split's sequence folder is missing, a snippet lacks its annotated frame, or a tag file
-            is missing (the message says how to write it).
+            is missing while `require_tags` (the message says how to write it).
     """
     root = Path(root)
     clips = []
@@ -102,7 +129,7 @@ def cityscapes_clips(root: str | Path, split: str, *, label_set: LabelSet = CITY
             Clip(
                 name=name,
                 frames=tuple(frames),
-                tags=read_tags(root, split, name, label_set),
+                tags=read_tags(root, split, name, label_set, required=require_tags),
                 targets=(CITYSCAPES_ANNOTATED_INDEX,),
                 annotations={CITYSCAPES_ANNOTATED_INDEX: gt} if gt.is_file() else {},
                 label_format="cityscapes_label_ids",
@@ -111,8 +138,12 @@ def cityscapes_clips(root: str | Path, split: str, *, label_set: LabelSet = CITY
     return clips
 
 
-def synth_clips(root: str | Path, split: str, *, label_set: LabelSet = DRIVE) -> list[Clip]:
-    """Synthetic drives written by `training.synth`: every frame is a target and (for evaluation) annotated."""
+def synth_clips(root: str | Path, split: str, *, label_set: LabelSet = DRIVE, require_tags: bool = True) -> list[Clip]:
+    """Synthetic drives written by `training.synth`: every frame is a target and (for evaluation) annotated.
+
+    Args:
+        require_tags: False gives clips without a tag file empty tags instead of raising FileNotFoundError.
+    """
     root = Path(root)
     clips = []
     for name, frames in _group_cityscapes_frames(root / "leftImg8bit_sequence" / split).items():
@@ -131,7 +162,7 @@ def synth_clips(root: str | Path, split: str, *, label_set: LabelSet = DRIVE) ->
             Clip(
                 name=name,
                 frames=tuple(frames),
-                tags=read_tags(root, split, name, label_set),
+                tags=read_tags(root, split, name, label_set, required=require_tags),
                 targets=tuple(range(len(frames))),
                 annotations=annotations,
                 label_format="train_ids",
@@ -140,13 +171,19 @@ def synth_clips(root: str | Path, split: str, *, label_set: LabelSet = DRIVE) ->
     return clips
 
 
-def camvid_clips(root: str | Path, split: str, *, spec: ModelSpec, label_set: LabelSet = CAMVID) -> list[Clip]:
+def camvid_clips(
+    root: str | Path, split: str, *, spec: ModelSpec, label_set: LabelSet = CAMVID, require_tags: bool = True
+) -> list[Clip]:
     """CamVid annotated stills (SegNet layout) with the neighbouring video frames their flow window needs.
 
     Each still becomes a clip of the frames `snippet_range` asks for (fewer at the start or end of a video).
 
+    Args:
+        require_tags: False gives clips without a tag file empty tags (to derive them: `write_tags_from_annotations`).
+
     Raises:
-        FileNotFoundError: the split folder, the still's own frame in `frames/{seq}/`, or a tag file is missing.
+        FileNotFoundError: the split folder, the still's own frame in `frames/{seq}/`, or (while `require_tags`) a tag
+            file is missing.
     """
     root = Path(root)
     split_dir = root / split
@@ -180,7 +217,7 @@ def camvid_clips(root: str | Path, split: str, *, spec: ModelSpec, label_set: La
             Clip(
                 name=name,
                 frames=tuple(frame_path(n) for n in range(first, last + 1)),
-                tags=read_tags(root, split, name, label_set),
+                tags=read_tags(root, split, name, label_set, required=require_tags),
                 targets=(number - first,),
                 annotations={number - first: root / f"{split}annot" / still.name},
                 label_format="camvid",
@@ -211,18 +248,24 @@ def _group_cityscapes_frames(split_dir: Path) -> dict[str, list[Path]]:
     return clips
 
 
-def read_tags(root: Path, split: str, name: str, label_set: LabelSet) -> frozenset[str]:
+def read_tags(root: Path, split: str, name: str, label_set: LabelSet, *, required: bool = True) -> frozenset[str]:
     """The class names tagged on clip `name`, from `tags/{split}/{name}.json` (`{"tags": [...]}`).
 
+    Args:
+        required: False reads a missing tag file as no tags (a present one is still read and checked).
+
     Raises:
-        FileNotFoundError: no tag file (the message names `write_tags_from_annotations`).
-        ValueError: a tag that is not a class of `label_set`.
+        FileNotFoundError: no tag file while `required` (the message names `wsvs-train tags`).
+        KeyError: a tag that is not a class of `label_set`.
     """
     path = root / "tags" / split / f"{name}.json"
     if not path.is_file():
+        if not required:
+            return frozenset()
         raise FileNotFoundError(
-            f'clip {name} has no tag file {path}; write one with {{"tags": [class names]}} or derive them once with '
-            "training.data.write_tags_from_annotations"
+            f'clip {name} has no tag file {path}; write one with {{"tags": [class names]}} or, for Cityscapes or '
+            f"CamVid, derive them once from the annotations with `wsvs-train tags --dataset cityscapes|camvid "
+            f"--data {root} --split {split}`"
         )
     tags = json.loads(path.read_text())["tags"]
     return frozenset(label_set.by_name(t).name for t in tags)
@@ -232,8 +275,21 @@ def write_tags_from_annotations(root: str | Path, split: str, clips: Sequence[Cl
     """Write `tags/{split}/{clip}.json` with the classes present in each clip's annotations.
 
     This turns pixel labels into video-level tags (the weak labels the paper assumes given); it is a one-off
-    dataset preparation step, never part of training. Clips are built with empty tags for this.
+    dataset preparation step (`wsvs-train tags`), never part of training. Load the clips with `require_tags=False`
+    for this, since their tag files do not exist yet.
+
+    Args:
+        label_set: the set whose train ids the annotations decode to (`load_label_map`): the dataset's own.
+
+    Raises:
+        ValueError: a clip has no annotated frame (nothing to derive its tags from); nothing is written then.
     """
+    unannotated = [c.name for c in clips if not c.annotations]
+    if unannotated:
+        raise ValueError(
+            f"{len(unannotated)} clip(s) of split {split} have no annotation to derive tags from (first: "
+            f"{unannotated[0]}); extract the split's pixel annotations (Cityscapes gtFine, CamVid {split}annot) first"
+        )
     out = Path(root) / "tags" / split
     out.mkdir(parents=True, exist_ok=True)
     for clip in clips:
@@ -351,10 +407,21 @@ def _digest(payload: object) -> str:
     return hashlib.sha1(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:12]
 
 
+def frame_signatures(paths: Sequence[Path]) -> list[str]:
+    """What a cache entry computed from these frame files records: path, size and modification time of each, so a
+    regenerated or replaced dataset (same file names, other pixels) is never served another's flows or heatmaps."""
+    signatures = []
+    for p in paths:
+        stat = p.stat()
+        signatures.append(f"{p}|{stat.st_size}|{stat.st_mtime_ns}")
+    return signatures
+
+
 class FlowCache:
     """Pair flows per clip on disk, under `root/{flow_method}-{digest of method, parameters, input size}/`.
 
-    Each file also records the frame paths it was computed from; a clip whose frames changed is recomputed.
+    Each file also records the frames it was computed from (`frame_signatures`); a clip whose frames changed is
+    recomputed.
     """
 
     def __init__(self, root: str | Path, spec: ModelSpec):
@@ -375,7 +442,7 @@ class FlowCache:
     def get(self, clip: Clip) -> tuple[int, torch.Tensor]:
         """(first frame index, (n, 2, h, w) pair flows of frames first..first+n-1), computed on a cache miss."""
         first, last = self.span(clip)
-        names = [str(p) for p in clip.frames[first : last + 1]]
+        names = frame_signatures(clip.frames[first : last + 1])
         path = self.path(clip)
         if path.is_file():
             cached = torch.load(path, weights_only=True)

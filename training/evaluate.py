@@ -1,9 +1,9 @@
 """Evaluation against pixel-level ground truth: `wsvs-train evaluate CKPT --data DIR --split val --out DIR`.
 
-The only module that reads annotations (`training.data.load_label_map`). Frames go through the deployed
-preprocessing and flow window (`frame_to_tensor`, the model's flow backend, `FlowWindow` via `window_flows`; the
-flows are those the node computes, cached per clip), the network, optionally a dense CRF at the input size
-(`--crf`, paper 4.2), and the labels are resized to the annotation's size with nearest neighbours.
+Reads annotations (`training.data.load_label_map`); only `training.heatmap_quality` does too. Frames go through the
+deployed preprocessing and flow window (`frame_to_tensor`, the model's flow backend, `FlowWindow` via
+`window_flows`; the flows are those the node computes, cached per clip), the network, optionally a dense CRF at
+the input size (`--crf`, paper 4.2), and the labels are resized to the annotation's size with nearest neighbours.
 
 Metrics come from one confusion matrix accumulated over all evaluated frames (rows: ground truth, columns:
 prediction), void pixels (255) ignored:

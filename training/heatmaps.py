@@ -29,17 +29,19 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from training.data import Clip, read_rgb
+from training.data import Clip, frame_signatures, read_rgb
 from wsvs_ros.labels import LabelSet
 from wsvs_ros.model.two_stream import VGG16_BLOCKS, VGG16_FC_CHANNELS
 from wsvs_ros.model.vgg_init import IMAGENET_CLASSES, VGG16_STATE_SHAPES
 from wsvs_ros.preprocess import frame_to_tensor
 from wsvs_ros.spec import IMAGENET_MEAN, IMAGENET_STD, ModelSpec
 
-ICONIC_BLOCKS: tuple[tuple[int, ...], ...] = ((16, 16), (32, 32), (64, 64))
+ICONIC_BLOCKS: tuple[tuple[int, ...], ...] = ((32, 32), (64, 64), (128, 128))
 ICONIC_SIZE = 40  # pixels; three pools make it the 5 x 5 grid the first fully connected layer reads
-ICONIC_HIDDEN = 128
-HEATMAP_VERSION = 2  # bumped when what a heatmap holds changes (2: iconic logits), so old caches are not reused
+ICONIC_HIDDEN = 256
+ICONIC_AUGMENT_SCALE = (0.5, 1.0)  # crop side, as a fraction of the stored image's, before resizing to ICONIC_SIZE
+ICONIC_AUGMENT_JITTER = 0.3  # contrast +-30%, colour balance +-15% per channel, brightness +-12 of 255
+HEATMAP_VERSION = 3  # bumped when what a cache holds changes (2: iconic logits; 3: frame paths kept), old ones unused
 HEATMAP_STRIDE = 8  # heatmaps are stored at 1/8 of the model's input size
 
 
@@ -77,6 +79,8 @@ class VGGClassifier(nn.Module):
             nn.Dropout(0.5),
             nn.Linear(hidden, num_outputs),
         )
+        self.blocks = tuple(tuple(b) for b in blocks)
+        self.hidden = hidden
         self.grid = grid
         self.out_channels = channels
 
@@ -187,11 +191,16 @@ def train_iconic_classifier(
     """Train the shared-trunk one-vs-all classifier (K sigmoid outputs) on iconic images.
 
     Each output k is a logistic regression "class k vs. all other classes' images", with the positives weighted
-    K - 1 so both sides count equally. Augmentation: random ICONIC_SIZE crops and horizontal flips.
+    K - 1 so both sides count equally. The learning rate follows a one-cycle schedule peaking at `lr`.
+
+    Augmentation (`_augment`): random crops of ICONIC_AUGMENT_SCALE of the image's side resized to ICONIC_SIZE, so
+    a class is learnt over a range of scales as it appears in frames at different distances; horizontal flips; and
+    per-image brightness, contrast and colour-balance changes, because a scene's lighting changes the colours of
+    every class in it while the class stays the same.
 
     Returns:
-        (the classifier in eval mode, {"train_accuracy": fraction of images whose highest output is their class,
-        "loss": the last epoch's mean loss}).
+        (the classifier in eval mode, {"train_accuracy": fraction of images whose highest output is their class
+        on their centre crop, "loss": the last epoch's mean loss}).
     """
     images, labels = load_iconic_images(iconic_dir, names)
     generator = torch.Generator().manual_seed(seed)
@@ -199,9 +208,10 @@ def train_iconic_classifier(
     k = len(names)
     model = VGGClassifier(ICONIC_BLOCKS, grid=ICONIC_SIZE // 8, hidden=ICONIC_HIDDEN, num_outputs=k)
     optimiser = torch.optim.Adam(model.parameters(), lr=lr)
+    steps = epochs * -(-len(images) // batch_size)
+    scheduler = torch.optim.lr_scheduler.OneCycleLR(optimiser, max_lr=lr, total_steps=max(steps, 1))
     targets = F.one_hot(labels, k).float()
     pos_weight = torch.full((k,), float(k - 1))
-    margin = images.shape[-1] - ICONIC_SIZE
     loss_sum = 0.0
     for epoch in range(epochs):
         model.train()
@@ -209,37 +219,68 @@ def train_iconic_classifier(
         loss_sum = 0.0
         for start in range(0, len(order), batch_size):
             idx = order[start : start + batch_size]
-            dy, dx = torch.randint(0, margin + 1, (2,), generator=generator).tolist()
-            batch = images[idx, :, dy : dy + ICONIC_SIZE, dx : dx + ICONIC_SIZE].float()
-            if torch.rand((), generator=generator) < 0.5:
-                batch = batch.flip(3)
-            logits = model(_normalise(batch))
+            logits = model(_normalise(_augment(images[idx], generator)))
             loss = F.binary_cross_entropy_with_logits(logits, targets[idx], pos_weight=pos_weight)
             optimiser.zero_grad()
             loss.backward()
             optimiser.step()
+            scheduler.step()
             loss_sum += loss.item() * len(idx)
         if log:
             print(f"iconic classifier epoch {epoch + 1}/{epochs}: loss {loss_sum / len(images):.4f}", flush=True)
     model.eval()
-    centre = margin // 2
+    margin = (images.shape[-1] - ICONIC_SIZE) // 2
     with torch.no_grad():
-        crops = images[:, :, centre : centre + ICONIC_SIZE, centre : centre + ICONIC_SIZE].float()
+        crops = images[:, :, margin : margin + ICONIC_SIZE, margin : margin + ICONIC_SIZE].float()
         predicted = model(_normalise(crops)).argmax(1)
     return model, {"train_accuracy": float((predicted == labels).float().mean()), "loss": loss_sum / len(images)}
+
+
+def _augment(images: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    """(B, 3, S, S) uint8 -> (B, 3, ICONIC_SIZE, ICONIC_SIZE) float 0..255: one random crop (side drawn from
+    ICONIC_AUGMENT_SCALE of S) and flip for the batch, brightness / contrast / colour balance drawn per image."""
+    side = images.shape[-1]
+    low, high = ICONIC_AUGMENT_SCALE
+    crop = max(ICONIC_SIZE // 2, round(side * (low + (high - low) * torch.rand((), generator=generator).item())))
+    dy, dx = torch.randint(0, side - crop + 1, (2,), generator=generator).tolist()
+    batch = images[:, :, dy : dy + crop, dx : dx + crop].float()
+    if crop != ICONIC_SIZE:
+        batch = F.interpolate(
+            batch, size=(ICONIC_SIZE, ICONIC_SIZE), mode="bilinear", align_corners=False, antialias=True
+        )
+    if torch.rand((), generator=generator) < 0.5:
+        batch = batch.flip(3)
+    n, j = len(batch), ICONIC_AUGMENT_JITTER
+
+    def uniform(*shape: int) -> torch.Tensor:
+        return 2 * torch.rand(n, *shape, generator=generator) - 1
+
+    contrast = 1 + j * uniform(1, 1, 1)
+    balance = 1 + 0.5 * j * uniform(3, 1, 1)
+    brightness = 40 * j * uniform(1, 1, 1)
+    return (batch * contrast * balance + brightness).clamp(0, 255)
 
 
 def save_iconic_classifier(path: str | Path, model: VGGClassifier, names: Sequence[str], info: dict) -> None:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    torch.save({"class_names": list(names), "state_dict": model.state_dict(), "info": info}, path)
+    architecture = {"blocks": [list(b) for b in model.blocks], "hidden": model.hidden}
+    torch.save({"class_names": list(names), **architecture, "state_dict": model.state_dict(), "info": info}, path)
 
 
 def load_iconic_classifier(path: str | Path) -> tuple[VGGClassifier, tuple[str, ...]]:
-    """The classifier `wsvs-train classifiers` wrote, and the class names of its outputs."""
+    """The classifier `wsvs-train classifiers` wrote, and the class names of its outputs.
+
+    Raises:
+        ValueError: the file is not such a classifier (the missing key is named).
+    """
     payload = torch.load(path, map_location="cpu", weights_only=True)
+    missing = [k for k in ("class_names", "blocks", "hidden", "state_dict") if k not in payload]
+    if missing:
+        raise ValueError(f"{path} is not a `wsvs-train classifiers` file (no {missing}); train it again")
     names = tuple(payload["class_names"])
-    model = VGGClassifier(ICONIC_BLOCKS, grid=ICONIC_SIZE // 8, hidden=ICONIC_HIDDEN, num_outputs=len(names))
+    blocks = tuple(tuple(b) for b in payload["blocks"])
+    model = VGGClassifier(blocks, grid=ICONIC_SIZE // 8, hidden=payload["hidden"], num_outputs=len(names))
     model.load_state_dict(payload["state_dict"])
     return model.eval(), names
 
@@ -257,13 +298,19 @@ class HeatmapSource:
         iconic: the fully convolutional one-vs-all classifier and its output names (every class without an
             ImageNet heatmap must be among them).
         imagenet: the fully convolutional ImageNet VGG-16, or None (then every class uses `iconic`).
+        scale: frames are resized by this factor before the classifiers see them, to bring a class to the size it
+            had in the classifier's training images (a 2x upscale also halves the heatmap's stride in frame
+            pixels, which thin classes need). The heatmaps are returned at 1/HEATMAP_STRIDE of the frame either way.
     """
 
     label_set: LabelSet
     iconic: tuple[nn.Module, tuple[str, ...]] | None
     imagenet: nn.Module | None = None
+    scale: float = 1.0
 
     def __post_init__(self) -> None:
+        if not 0.25 <= self.scale <= 4.0:
+            raise ValueError(f"heatmap_scale={self.scale} must be in [0.25, 4] (1 runs the classifiers on the frame)")
         iconic_names = set(self.iconic[1]) if self.iconic else set()
         for c in self.label_set.classes:
             if not (self.imagenet is not None and c.imagenet_ids) and c.name not in iconic_names:
@@ -278,6 +325,10 @@ class HeatmapSource:
         logits for iconic classes, summed ImageNet softmax probabilities (0..1) for the others."""
         size = (image.shape[2] // HEATMAP_STRIDE, image.shape[3] // HEATMAP_STRIDE)
         x = _normalise(image.float())
+        if self.scale != 1.0:
+            x = F.interpolate(
+                x, scale_factor=self.scale, mode="bilinear", align_corners=False, antialias=self.scale < 1
+            )
         maps: dict[str, torch.Tensor] = {}
         if self.iconic is not None:
             fcn, names = self.iconic
@@ -296,7 +347,11 @@ class HeatmapSource:
 
 
 def heatmap_source(
-    label_set: LabelSet, *, iconic_path: str | Path | None, vgg16_path: str | Path | None = None
+    label_set: LabelSet,
+    *,
+    iconic_path: str | Path | None,
+    vgg16_path: str | Path | None = None,
+    scale: float = 1.0,
 ) -> HeatmapSource:
     """Build the heatmap source from a `wsvs-train classifiers` file and optionally an ImageNet VGG-16 file."""
     iconic = None
@@ -304,7 +359,7 @@ def heatmap_source(
         model, names = load_iconic_classifier(iconic_path)
         iconic = (fully_convolutional(model), names)
     imagenet = fully_convolutional(load_imagenet_vgg16(vgg16_path)) if vgg16_path is not None else None
-    return HeatmapSource(label_set, iconic, imagenet)
+    return HeatmapSource(label_set, iconic, imagenet, scale)
 
 
 def _file_digest(paths: Sequence[str | Path | None]) -> str:
@@ -315,7 +370,11 @@ def _file_digest(paths: Sequence[str | Path | None]) -> str:
 
 
 class HeatmapCache:
-    """Heatmaps of every class per training frame, under `root/heatmaps-v{version}-{classifier digest}-{W}x{H}/`.
+    """Heatmaps of every class per training frame, under
+    `root/heatmaps-v{version}-{classifier digest}-{W}x{H}-s{scale}/{clip}.pt`.
+
+    Each file also records the frames it was computed from (`frame_signatures`); a clip whose frames changed
+    (another dataset with the same clip names, or the same one regenerated) is recomputed.
 
     Args:
         root: cache folder.
@@ -327,9 +386,8 @@ class HeatmapCache:
     def __init__(self, root: str | Path, source: HeatmapSource, spec: ModelSpec, *, files: Sequence[str | Path | None]):
         self.source = source
         self.spec = spec
-        self.dir = (
-            Path(root) / f"heatmaps-v{HEATMAP_VERSION}-{_file_digest(files)}-{spec.input_width}x{spec.input_height}"
-        )
+        size = f"{spec.input_width}x{spec.input_height}"
+        self.dir = Path(root) / f"heatmaps-v{HEATMAP_VERSION}-{_file_digest(files)}-{size}-s{source.scale:g}"
         self._memory: dict[str, dict[int, torch.Tensor]] = {}
 
     def clip_heatmaps(self, clip: Clip, indices: Sequence[int]) -> dict[int, torch.Tensor]:
@@ -337,7 +395,9 @@ class HeatmapCache:
         if clip.name in self._memory and all(i in self._memory[clip.name] for i in indices):
             return self._memory[clip.name]
         path = self.dir / f"{clip.name}.pt"
-        cached: dict[int, torch.Tensor] = torch.load(path, weights_only=True) if path.is_file() else {}
+        frames = frame_signatures(clip.frames)
+        stored = torch.load(path, weights_only=True) if path.is_file() else {}
+        cached: dict[int, torch.Tensor] = stored["maps"] if stored.get("frames") == frames else {}
         missing = [i for i in indices if i not in cached]
         for i in missing:
             image = frame_to_tensor(read_rgb(clip.frames[i]), self.spec, torch.device("cpu"))
@@ -345,7 +405,7 @@ class HeatmapCache:
         if missing:
             self.dir.mkdir(parents=True, exist_ok=True)
             tmp = path.with_suffix(".tmp")
-            torch.save(cached, tmp)
+            torch.save({"frames": frames, "maps": cached}, tmp)
             tmp.replace(path)
         self._memory[clip.name] = cached
         return cached

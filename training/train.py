@@ -29,7 +29,7 @@ import yaml
 from tqdm import tqdm
 
 from training.crf import dense_crf
-from training.data import Clip, FlowCache, WeakDataset, camvid_clips, cityscapes_clips, synth_clips
+from training.data import DATASETS, Clip, FlowCache, WeakDataset, dataset_clips
 from training.heatmaps import HeatmapCache, heatmap_source
 from training.losses import binary_masks, crf_kl_loss, heatmap_loss, tag_loss
 from wsvs_ros.flow import make_flow
@@ -64,8 +64,6 @@ OPTIMISERS: dict[str, OptimiserPreset] = {
     "scratch": OptimiserPreset("adam", lr=2e-4, weight_decay=0.0, step_size=10_000_000, gamma=0.1),
 }
 
-DATASETS = ("synth", "cityscapes", "camvid")
-
 
 @dataclass(frozen=True)
 class TrainConfig:
@@ -78,6 +76,7 @@ class TrainConfig:
         iconic: one-vs-all classifier file from `wsvs-train classifiers`; vgg16: ImageNet VGG-16 state dict for
             foreground heatmaps (None: every class from `iconic`); init_vgg16: VGG-16 file to initialise the
             network (paper 4.2; width 1.0 only), None trains from scratch.
+        heatmap_scale: frames are resized by this factor before the classifiers make heatmaps (`HeatmapSource`).
         tag_weight, heatmap_weight, crf_weight: weights of the three loss terms (0 switches one off).
         heatmap_classes: classes whose heatmaps enter Eq. 4 (None: all classes).
         single_stream: train the RGB stream only (see module docstring).
@@ -103,6 +102,7 @@ class TrainConfig:
     iconic: str | None = None
     vgg16: str | None = None
     init_vgg16: str | None = None
+    heatmap_scale: float = 1.0
     tag_weight: float = 1.0
     heatmap_weight: float = 1.0
     crf_weight: float = 1.0
@@ -208,11 +208,7 @@ def config_from_dict(raw: dict[str, Any], *, source: str = "config") -> TrainCon
 
 def load_clips(config: TrainConfig, split: str) -> list[Clip]:
     """The clips of a split in the config's dataset layout."""
-    if config.dataset == "synth":
-        return synth_clips(config.data, split, label_set=config.labels)
-    if config.dataset == "cityscapes":
-        return cityscapes_clips(config.data, split, label_set=config.labels)
-    return camvid_clips(config.data, split, spec=config.model_spec(), label_set=config.labels)
+    return dataset_clips(config.dataset, config.data, split, spec=config.model_spec(), label_set=config.labels)
 
 
 def disable_flow_stream(model: TwoStreamNet) -> None:
@@ -358,7 +354,9 @@ def build_training(config: TrainConfig) -> Training:
     )
     heatmaps = None
     if config.heatmap_weight > 0:
-        source = heatmap_source(config.labels, iconic_path=config.iconic, vgg16_path=config.vgg16)
+        source = heatmap_source(
+            config.labels, iconic_path=config.iconic, vgg16_path=config.vgg16, scale=config.heatmap_scale
+        )
         heatmaps = HeatmapCache(config.cache_dir, source, spec, files=[config.iconic, config.vgg16])
     batches = BatchMaker(dataset, heatmaps, config)
     batches.precompute()
