@@ -41,7 +41,7 @@ ICONIC_SIZE = 40  # pixels; three pools make it the 5 x 5 grid the first fully c
 ICONIC_HIDDEN = 256
 ICONIC_AUGMENT_SCALE = (0.5, 1.0)  # crop side, as a fraction of the stored image's, before resizing to ICONIC_SIZE
 ICONIC_AUGMENT_JITTER = 0.3  # contrast +-30%, colour balance +-15% per channel, brightness +-12 of 255
-HEATMAP_VERSION = 3  # bumped when what a cache holds changes (2: iconic logits; 3: frame paths kept), old ones unused
+HEATMAP_VERSION = 3  # bumped when what a cache holds changes (2: iconic logits; 3: frame signatures kept), old unused
 HEATMAP_STRIDE = 8  # heatmaps are stored at 1/8 of the model's input size
 
 
@@ -388,12 +388,13 @@ class HeatmapCache:
         self.spec = spec
         size = f"{spec.input_width}x{spec.input_height}"
         self.dir = Path(root) / f"heatmaps-v{HEATMAP_VERSION}-{_file_digest(files)}-{size}-s{source.scale:g}"
-        self._memory: dict[str, dict[int, torch.Tensor]] = {}
+        self._memory: dict[tuple[Path, ...], dict[int, torch.Tensor]] = {}
 
     def clip_heatmaps(self, clip: Clip, indices: Sequence[int]) -> dict[int, torch.Tensor]:
         """frame index -> (C, h, w) float16 heatmaps for the given frames of a clip, computed on a cache miss."""
-        if clip.name in self._memory and all(i in self._memory[clip.name] for i in indices):
-            return self._memory[clip.name]
+        memory = self._memory.get(clip.frames)
+        if memory is not None and all(i in memory for i in indices):
+            return memory
         path = self.dir / f"{clip.name}.pt"
         frames = frame_signatures(clip.frames)
         stored = torch.load(path, weights_only=True) if path.is_file() else {}
@@ -407,5 +408,5 @@ class HeatmapCache:
             tmp = path.with_suffix(".tmp")
             torch.save({"frames": frames, "maps": cached}, tmp)
             tmp.replace(path)
-        self._memory[clip.name] = cached
+        self._memory[clip.frames] = cached
         return cached
