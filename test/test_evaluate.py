@@ -89,6 +89,7 @@ def test_evaluation_writes_metrics_confusion_and_overlays(
     assert metrics["pixels"] > 0 and 0 <= metrics["miou"] <= 1
     saved = json.loads((tmp_path / "eval/metrics.json").read_text())
     assert saved["miou"] == pytest.approx(metrics["miou"])
+    assert saved["crf"] is crf  # says how the figures were made
     assert np.array(saved["confusion"]).sum() == metrics["pixels"]
     assert (tmp_path / "eval/confusion.png").stat().st_size > 1000
     assert len(list((tmp_path / "eval").glob("overlay_*.png"))) == 1  # one per clip
