@@ -197,6 +197,9 @@ def test_every_frame_gets_labels_with_its_stamp_and_a_truncated_frame_is_skipped
 
     assert graph.spin_until(settled), graph.latest_status()
     assert graph.latest_status()["skipped_bad"] == "1"
+    # decoding the message is part of the latency the node reports, as in replay and bench
+    latency = graph.latest_status()
+    assert 0 <= float(latency["latency_decode_mean_ms"]) <= float(latency["latency_total_mean_ms"])
     assert graph.spin_until(lambda: graph.statuses[-1].level == DiagnosticStatus.OK), graph.statuses[-1].message
 
 

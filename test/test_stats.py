@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from wsvs_ros.stats import RunStats
+from wsvs_ros.stats import RunStats, with_decode
 
 
 class FakeClock:
@@ -42,3 +42,9 @@ def test_fps_falls_when_results_stop_coming() -> None:
     assert stats.fps() == pytest.approx(10.0)
     clock.now = 9.0  # the camera went quiet 8 s ago
     assert stats.fps() == pytest.approx(1.0)
+
+
+def test_decode_time_is_a_stage_and_part_of_the_total() -> None:
+    timings = {"flow": 3.0, "network": 2.0, "total": 5.0}
+    assert with_decode(timings, 1.5) == {"flow": 3.0, "network": 2.0, "total": 6.5, "decode": 1.5}
+    assert timings["total"] == 5.0  # the result's own timings are not changed

@@ -19,7 +19,7 @@ from tqdm import tqdm
 
 from wsvs_ros.labels import DRIVE
 from wsvs_ros.spec import ModelSpec
-from wsvs_ros.stats import summarize
+from wsvs_ros.stats import summarize, with_decode
 
 STAGES = ("decode", "preprocess", "flow", "network", "postprocess", "total")
 
@@ -110,10 +110,7 @@ def run_bench(cfg: BenchConfig, *, progress: bool = True) -> dict[str, Any]:
             decode_ms = (time.perf_counter() - start) * 1e3  # host work, so wall time is right
             (result,) = seg.push(rgb, stamp=i / 30.0)
             if i >= cfg.warmup:
-                t = dict(result.timings_ms)
-                t["decode"] = decode_ms
-                t["total"] += decode_ms
-                rows.append(t)
+                rows.append(with_decode(result.timings_ms, decode_ms))
     stage_ms = {s: summarize([r[s] for r in rows]) for s in STAGES}
     return {
         "frames": len(rows),

@@ -69,7 +69,7 @@ from wsvs_ros.outputs import (
 )
 from wsvs_ros.pipeline import SegmentResult
 from wsvs_ros.ros_io import ImageDecodeError, stamp_of, stamp_to_seconds
-from wsvs_ros.stats import RunStats
+from wsvs_ros.stats import RunStats, with_decode
 
 _LEVELS = {Level.OK: DiagnosticStatus.OK, Level.WARN: DiagnosticStatus.WARN}
 _SPIN_PERIOD_S = 0.2  # how long a stop request can wait for the spin loop to notice it
@@ -203,6 +203,7 @@ class SegmenterNode(Node):
                 return
 
     def _segment(self, msg: Image | CompressedImage) -> None:
+        decode_start = time.perf_counter()
         try:
             rgb = decode_frame(msg)
         except ImageDecodeError as e:
@@ -210,11 +211,12 @@ class SegmenterNode(Node):
                 self._stats.skipped_bad += 1
             self.get_logger().warning(f"skipped a frame from {self.config.input_topic}: {e}", throttle_duration_sec=5.0)
             return
+        decode_ms = (time.perf_counter() - decode_start) * 1e3
         stamp = stamp_to_seconds(stamp_of(msg))
-        self._publish(self._segmenter.push(rgb, stamp, payload=(msg.header, rgb)))
+        self._publish(self._segmenter.push(rgb, stamp, payload=(msg.header, rgb)), decode_ms)
 
-    def _publish(self, results: list[SegmentResult]) -> None:
-        for result in results:
+    def _publish(self, results: list[SegmentResult], decode_ms: float = 0.0) -> None:
+        for i, result in enumerate(results):
             header, rgb = result.payload
             messages = output_messages(
                 result, rgb, header, label_set=self._label_set, mask_classes=self._mask_class_ids,
@@ -223,7 +225,7 @@ class SegmenterNode(Node):
             for topic, message in messages.items():
                 self._image_publishers[topic].publish(message)
             with self._stats_lock:
-                self._stats.add_result(result.timings_ms)
+                self._stats.add_result(with_decode(result.timings_ms, decode_ms if i == 0 else 0.0))
                 self._warming = result.warming
 
     def _publish_diagnostics(self) -> None:

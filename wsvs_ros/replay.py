@@ -66,7 +66,7 @@ from wsvs_ros.outputs import (
 )
 from wsvs_ros.pipeline import STAGES, SegmentResult, open_segmenter
 from wsvs_ros.ros_io import ImageDecodeError, frame_id_of, stamp_of, stamp_to_seconds
-from wsvs_ros.stats import RunStats, summarize
+from wsvs_ros.stats import RunStats, summarize, with_decode
 
 log = logging.getLogger(__name__)
 
@@ -488,11 +488,8 @@ class _FrameReader:
 
 
 def _publish(writer: _ReplayWriter, stats: RunStats, result: SegmentResult, decode_ms: float) -> None:
-    timings = dict(result.timings_ms)
-    timings["decode"] = decode_ms
-    timings["total"] += decode_ms
     writer.write(result)
-    stats.add_result(timings)
+    stats.add_result(with_decode(result.timings_ms, decode_ms))
 
 
 def _probe_times(reader: AnyReader, connections: Iterable[Connection]) -> tuple[list[float], list[float]]:

@@ -9,6 +9,15 @@ from collections.abc import Callable
 import numpy as np
 
 
+def with_decode(timings_ms: dict[str, float], decode_ms: float) -> dict[str, float]:
+    """A result's stage timings with the message decode that preceded its push: "decode" added, and to "total".
+
+    Node, replay and bench attribute the decode to the first result of the push that decoded it (0 for the others),
+    as the Segmenter attributes its own stages.
+    """
+    return {**timings_ms, "decode": decode_ms, "total": timings_ms["total"] + decode_ms}
+
+
 class RunStats:
     """Counts frames and keeps per-stage latency over the last `window` results (None: all of them).
 
