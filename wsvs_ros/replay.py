@@ -161,8 +161,8 @@ def replay_bag(
         raise FileNotFoundError(f"bag {bag} does not exist")
     _check_out_dir(out_dir, force=force)
 
-    typestore = get_typestore(Stores.ROS2_HUMBLE)
-    with _open_bag(bag, typestore) as reader:
+    typestore = humble_typestore()
+    with open_bag(bag, typestore) as reader:
         topic = select_topic({name: info.msgtype for name, info in reader.topics.items()}, topic)
         connections = [c for c in reader.connections if c.topic == topic and c.msgtype in IMAGE_TYPES]
         if not connections:
@@ -184,7 +184,7 @@ def replay_bag(
         try:
             stats = RunStats()
             skipped = _SkipLog(topic)
-            frame_reader = _FrameReader(reader, typestore)
+            frame_reader = BagFrameReader(reader, typestore)
             with (
                 _ReplayWriter(
                     work, typestore=typestore, label_set=label_set, mask_classes=mask_classes, fps=fps,
@@ -466,8 +466,11 @@ class _SkipLog:
             log.warning("skipped %d undecodable frame(s) on %s; the first at %s", self.count, self.topic, self.first)
 
 
-class _FrameReader:
-    """Raw bag message -> (RGB frame, Humble header, stamp in seconds), whatever the bag's ROS distribution."""
+class BagFrameReader:
+    """Raw bag message -> (RGB frame, Humble header, stamp in seconds), whatever the bag's ROS distribution.
+
+    `typestore` is the one of `open_bag` (the headers are built from its types).
+    """
 
     def __init__(self, reader: AnyReader, typestore: Typestore):
         self.reader = reader
@@ -507,9 +510,17 @@ def _probe_times(reader: AnyReader, connections: Iterable[Connection]) -> tuple[
     return stamps, bag_times
 
 
+def humble_typestore() -> Typestore:
+    """The message types replay writes and reads bags without definitions as (ROS 2 Humble's)."""
+    return get_typestore(Stores.ROS2_HUMBLE)
+
+
 @contextmanager
-def _open_bag(bag: Path, typestore: Typestore) -> Iterator[AnyReader]:
-    """An open AnyReader on `bag`; rosbags' errors become a ValueError naming the bag and the formats it reads."""
+def open_bag(bag: Path, typestore: Typestore) -> Iterator[AnyReader]:
+    """An open AnyReader on `bag`; rosbags' errors become a ValueError naming the bag and the formats it reads.
+
+    `typestore` (`humble_typestore()` for replay and INT8 calibration) reads bags without definitions.
+    """
     try:
         reader = AnyReader([bag], default_typestore=typestore)  # bags without definitions are read as Humble's
         reader.open()

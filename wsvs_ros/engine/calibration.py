@@ -86,42 +86,32 @@ def _folder_frames(files: Sequence[Path]) -> Iterator[_Frame]:
         yield _Frame(index, functools.partial(_read_image, path, index))
 
 
-def _open_bag(path: Path) -> Any:
-    try:
-        from rosbags.highlevel import AnyReader
-        from rosbags.typesys import Stores, get_typestore
-    except ImportError as e:
-        raise ImportError("reading calibration frames from a bag needs rosbags: pip install 'rosbags>=0.11'") from e
-    # Bags without message definitions are read as Humble's, as `wsvs replay` reads them.
-    return AnyReader([path], default_typestore=get_typestore(Stores.ROS2_HUMBLE))
-
-
 def _bag_topic(path: Path, topic: str | None) -> tuple[str, int]:
     """(camera topic, its message count)."""
-    from wsvs_ros.replay import select_topic
+    from wsvs_ros.replay import humble_typestore, open_bag, select_topic
 
-    with _open_bag(path) as reader:
+    with open_bag(path, humble_typestore()) as reader:
         name = select_topic({c.topic: c.msgtype for c in reader.connections}, topic)
         return name, sum(c.msgcount for c in reader.connections if c.topic == name)
 
 
 def _bag_frames(path: Path, topic: str) -> Iterator[_Frame]:
-    from wsvs_ros.outputs import decode_frame
-    from wsvs_ros.ros_io import stamp_of, stamp_to_seconds
+    """The topic's frames, read as `wsvs replay` reads them (`BagFrameReader`); an unreadable one raises
+    `ImageDecodeError` when its frame is used."""
+    from wsvs_ros.replay import BagFrameReader, humble_typestore, open_bag
 
-    with _open_bag(path) as reader:
+    typestore = humble_typestore()
+    with open_bag(path, typestore) as reader:
+        frames = BagFrameReader(reader, typestore)
         connections = [c for c in reader.connections if c.topic == topic]
 
-        def decode(raw: bytes, msgtype: str) -> tuple[np.ndarray, float]:
-            try:
-                msg = reader.deserialize(raw, msgtype)
-            except Exception as e:  # rosbags' AnyReaderError: a message that is not what its connection says
-                raise ValueError(f"the message does not deserialize as {msgtype} ({e})") from e
-            return decode_frame(msg), stamp_to_seconds(stamp_of(msg))
+        def decode(connection: Any, raw: bytes) -> tuple[np.ndarray, float]:
+            rgb, _, stamp = frames.read(connection, raw)
+            return rgb, stamp
 
         for index, (connection, _, raw) in enumerate(reader.messages(connections=connections)):
             # Deserialised only when the frame is used: most of a long drive is skipped.
-            yield _Frame(index, functools.partial(decode, raw, connection.msgtype))
+            yield _Frame(index, functools.partial(decode, connection, raw))
 
 
 def _frames(source: Path, topic: str | None) -> tuple[int, Iterator[_Frame]]:
