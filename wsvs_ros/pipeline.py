@@ -167,7 +167,7 @@ class Segmenter:
         height, width = labels.shape
         if (height, width) != camera_hw:
             rows, cols = self._nearest_index(camera_hw, (height, width))
-            labels, confidence = labels[rows][:, cols], confidence[rows][:, cols]
+            labels, confidence = labels[rows[:, None], cols], confidence[rows[:, None], cols]  # one gather each
         return labels.cpu().numpy(), confidence.cpu().numpy()
 
     def _nearest_index(self, out_hw: tuple[int, int], in_hw: tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor]:
