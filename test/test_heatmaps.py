@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import cv2
+import numpy as np
 import pytest
 import torch
 from conftest import tiny_spec
@@ -14,6 +16,7 @@ from training.heatmaps import (
     HeatmapCache,
     HeatmapSource,
     VGGClassifier,
+    _normalise,
     fully_convolutional,
     heatmap_source,
     load_iconic_classifier,
@@ -109,6 +112,54 @@ def test_iconic_one_vs_all_classifier_learns_and_its_file_round_trips(tmp_path: 
     torch.testing.assert_close(loaded(x), model(x))
 
 
+def _write_iconic(root: Path, images: dict[str, list[np.ndarray]]) -> None:
+    for name, arrays in images.items():
+        (root / name).mkdir(parents=True)
+        for i, rgb in enumerate(arrays):
+            cv2.imwrite(str(root / name / f"{i:04d}.png"), cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
+
+
+@pytest.mark.slow
+def test_mixed_images_are_their_class_positives_and_nobodys_negatives(tmp_path: Path) -> None:
+    """Photos of people are mostly the foliage behind them: without `mixed`, the vegetation output would learn
+    that foliage behind a person is not vegetation."""
+    rng = np.random.default_rng(0)
+
+    def flat(colour: tuple[int, int, int]) -> np.ndarray:
+        return np.clip(np.array(colour) + rng.normal(0, 10, (48, 48, 3)), 0, 255).astype(np.uint8)
+
+    green, grey, red = (40, 160, 40), (128, 128, 128), (220, 20, 60)
+    people = []
+    for _ in range(8):
+        image = flat(green)
+        image[14:34, 18:30] = red  # a person in front of a hedge
+        people.append(image)
+    _write_iconic(
+        tmp_path,
+        {"road": [flat(grey) for _ in range(8)], "vegetation": [flat(green) for _ in range(8)], "person": people},
+    )
+    names = ("road", "vegetation", "person")
+    person_crop = torch.from_numpy(people[0][4:44, 4:44]).permute(2, 0, 1)[None].float()
+    hedge = torch.from_numpy(flat(green)[4:44, 4:44]).permute(2, 0, 1)[None].float()
+    outputs = {}
+    for mixed in ((), ("person",)):
+        model, _ = train_iconic_classifier(tmp_path, names, epochs=20, lr=3e-3, seed=0, mixed=mixed, log=False)
+        with torch.no_grad():
+            outputs[mixed] = (model(_normalise(person_crop))[0], model(_normalise(hedge))[0])
+    person_logits, hedge_logits = outputs[("person",)]
+    assert person_logits[2] > hedge_logits[2] + 5  # the person output still tells the person from the hedge
+    assert person_logits[1] > 0  # the hedge behind the person is vegetation...
+    assert person_logits[1] > outputs[()][0][1] + 5  # ...far more surely than when the image was a negative
+
+
+def test_mixed_classes_must_be_classifier_classes_and_leave_negatives(tmp_path: Path) -> None:
+    write_tiny_drives(tmp_path / "d", clips=1, frames=1)
+    with pytest.raises(ValueError, match=r"mixed classes \['tree'\] are not among"):
+        train_iconic_classifier(tmp_path / "d/iconic", ("road", "sky"), epochs=1, mixed=("tree",), log=False)
+    with pytest.raises(ValueError, match=r"no negative images for \['road', 'sky'\]"):
+        train_iconic_classifier(tmp_path / "d/iconic", ("road", "sky"), epochs=1, mixed=("road", "sky"), log=False)
+
+
 def test_a_classifier_file_without_its_architecture_is_refused(tmp_path: Path) -> None:
     model = VGGClassifier(((4,), (4,), (4,)), grid=5, hidden=8, num_outputs=2)
     torch.save({"class_names": ["road", "sky"], "state_dict": model.state_dict()}, tmp_path / "old.pt")
@@ -176,7 +227,9 @@ def test_wsvs_train_classifiers_writes_a_loadable_file(tmp_path: Path) -> None:
 
     write_tiny_drives(tmp_path / "d", clips=1, frames=1)
     out = tmp_path / "iconic.pt"
-    assert main(["classifiers", "--iconic", str(tmp_path / "d/iconic"), "--out", str(out), "--epochs", "1"]) == 0
+    iconic = str(tmp_path / "d/iconic")
+    assert main(["classifiers", "--iconic", iconic, "--out", str(out), "--epochs", "1", "--mixed", "pole"]) == 0
     _, names = load_iconic_classifier(out)
     assert names == DRIVE.names
-    assert torch.load(out, weights_only=True)["info"]["command"].startswith("wsvs-train classifiers")
+    info = torch.load(out, weights_only=True)["info"]
+    assert info["command"].startswith("wsvs-train classifiers") and info["mixed"] == ["pole"]

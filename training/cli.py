@@ -57,7 +57,7 @@ def _cmd_classifiers(args: argparse.Namespace, command: str) -> int:
 
     torch.set_num_threads(args.threads)
     names = args.classes or list(get_label_set(args.label_set).names)
-    model, info = train_iconic_classifier(args.iconic, names, epochs=args.epochs, seed=args.seed)
+    model, info = train_iconic_classifier(args.iconic, names, epochs=args.epochs, seed=args.seed, mixed=args.mixed)
     info["command"] = command
     save_iconic_classifier(args.out, model, names, info)
     print(f"wrote {args.out}: {len(names)} one-vs-all outputs, train accuracy {info['train_accuracy']:.3f}")
@@ -151,6 +151,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--classes", nargs="*", help="only these classes (default: all of the label set)")
     p.add_argument("--epochs", type=int, default=20)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument(
+        "--mixed",
+        nargs="*",
+        default=[],
+        metavar="CLASS",
+        help="classes whose images also show other classes (e.g. poles, people): used as their positives only",
+    )
     p.add_argument("--threads", type=int, default=2)
 
     p = sub.add_parser("fit", help="train from a YAML config (resumes from its out folder)")

@@ -23,6 +23,7 @@ import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import cv2
 import torch
@@ -40,6 +41,7 @@ ICONIC_BLOCKS: tuple[tuple[int, ...], ...] = ((32, 32), (64, 64), (128, 128))
 ICONIC_SIZE = 40  # pixels; three pools make it the 5 x 5 grid the first fully connected layer reads
 ICONIC_HIDDEN = 256
 ICONIC_AUGMENT_SCALE = (0.5, 1.0)  # crop side, as a fraction of the stored image's, before resizing to ICONIC_SIZE
+ICONIC_AUGMENT_SOFTEN = 3.0  # half the batches lose detail: down-sampled by up to this factor, then back up
 ICONIC_AUGMENT_JITTER = 0.3  # contrast +-30%, colour balance +-15% per channel, brightness +-12 of 255
 HEATMAP_VERSION = 3  # bumped when what a cache holds changes (2: iconic logits; 3: frame signatures kept), old unused
 HEATMAP_STRIDE = 8  # heatmaps are stored at 1/8 of the model's input size
@@ -186,32 +188,52 @@ def train_iconic_classifier(
     lr: float = 1e-3,
     batch_size: int = 32,
     seed: int = 0,
+    mixed: Sequence[str] = (),
     log: bool = True,
-) -> tuple[VGGClassifier, dict[str, float]]:
+) -> tuple[VGGClassifier, dict[str, Any]]:
     """Train the shared-trunk one-vs-all classifier (K sigmoid outputs) on iconic images.
 
-    Each output k is a logistic regression "class k vs. all other classes' images", with the positives weighted
-    K - 1 so both sides count equally. The learning rate follows a one-cycle schedule peaking at `lr`.
+    Each output k is a logistic regression "class k vs. the other classes' images", with the positives weighted
+    by (negatives / positives) so both sides count equally. The learning rate follows a one-cycle schedule peaking
+    at `lr`.
+
+    `mixed` names classes whose iconic images also show other classes: a photo of a pole or a pedestrian is
+    mostly the street, facades and trees behind it. Such an image is a positive for its own class and no one's
+    negative, as "no vegetation here" would be false for it. (In the paper the background classifiers never see
+    the foreground classes' images; those come from ImageNet.)
 
     Augmentation (`_augment`): random crops of ICONIC_AUGMENT_SCALE of the image's side resized to ICONIC_SIZE, so
-    a class is learnt over a range of scales as it appears in frames at different distances; horizontal flips; and
+    a class is learnt over a range of scales as it appears in frames at different distances; horizontal flips;
+    softened detail (down- and up-sampling by up to ICONIC_AUGMENT_SOFTEN) for textures seen far away; and
     per-image brightness, contrast and colour-balance changes, because a scene's lighting changes the colours of
     every class in it while the class stays the same.
 
     Returns:
-        (the classifier in eval mode, {"train_accuracy": fraction of images whose highest output is their class
-        on their centre crop, "loss": the last epoch's mean loss}).
+        (the classifier in eval mode, {"train_accuracy": share of the one-vs-all decisions (image, output) that
+        count in the loss which the classifier gets right on the images' centre crops, "loss": the last epoch's mean
+        loss, "mixed": the mixed classes}).
     """
+    unknown = sorted(set(mixed) - set(names))
+    if unknown:
+        raise ValueError(f"mixed classes {unknown} are not among the classifier's classes {list(names)}")
     images, labels = load_iconic_images(iconic_dir, names)
     generator = torch.Generator().manual_seed(seed)
     torch.manual_seed(seed)
     k = len(names)
+    targets = F.one_hot(labels, k).float()
+    is_mixed = torch.tensor([n in mixed for n in names])
+    # Per image and output: 1 where the image says something about the output, 0 for a mixed image's negatives.
+    weights = torch.where(is_mixed[labels][:, None], targets, torch.ones_like(targets))
+    positives = (targets * weights).sum(0)
+    negatives = ((1 - targets) * weights).sum(0)
+    if bool((negatives == 0).any()):
+        lacking = [name for name, count in zip(names, negatives.tolist(), strict=True) if count == 0]
+        raise ValueError(f"no negative images for {lacking}: not every class can be mixed")
+    pos_weight = negatives / positives
     model = VGGClassifier(ICONIC_BLOCKS, grid=ICONIC_SIZE // 8, hidden=ICONIC_HIDDEN, num_outputs=k)
     optimiser = torch.optim.Adam(model.parameters(), lr=lr)
     steps = epochs * -(-len(images) // batch_size)
     scheduler = torch.optim.lr_scheduler.OneCycleLR(optimiser, max_lr=lr, total_steps=max(steps, 1))
-    targets = F.one_hot(labels, k).float()
-    pos_weight = torch.full((k,), float(k - 1))
     loss_sum = 0.0
     for epoch in range(epochs):
         model.train()
@@ -220,7 +242,7 @@ def train_iconic_classifier(
         for start in range(0, len(order), batch_size):
             idx = order[start : start + batch_size]
             logits = model(_normalise(_augment(images[idx], generator)))
-            loss = F.binary_cross_entropy_with_logits(logits, targets[idx], pos_weight=pos_weight)
+            loss = F.binary_cross_entropy_with_logits(logits, targets[idx], weight=weights[idx], pos_weight=pos_weight)
             optimiser.zero_grad()
             loss.backward()
             optimiser.step()
@@ -232,13 +254,15 @@ def train_iconic_classifier(
     margin = (images.shape[-1] - ICONIC_SIZE) // 2
     with torch.no_grad():
         crops = images[:, :, margin : margin + ICONIC_SIZE, margin : margin + ICONIC_SIZE].float()
-        predicted = model(_normalise(crops)).argmax(1)
-    return model, {"train_accuracy": float((predicted == labels).float().mean()), "loss": loss_sum / len(images)}
+        right = (model(_normalise(crops)) > 0) == targets.bool()
+    accuracy = float((right * weights).sum() / weights.sum())
+    return model, {"train_accuracy": accuracy, "loss": loss_sum / len(images), "mixed": list(mixed)}
 
 
 def _augment(images: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
     """(B, 3, S, S) uint8 -> (B, 3, ICONIC_SIZE, ICONIC_SIZE) float 0..255: one random crop (side drawn from
-    ICONIC_AUGMENT_SCALE of S) and flip for the batch, brightness / contrast / colour balance drawn per image."""
+    ICONIC_AUGMENT_SCALE of S), flip and softening for the batch, brightness / contrast / colour balance drawn per
+    image."""
     side = images.shape[-1]
     low, high = ICONIC_AUGMENT_SCALE
     crop = max(ICONIC_SIZE // 2, round(side * (low + (high - low) * torch.rand((), generator=generator).item())))
@@ -250,6 +274,13 @@ def _augment(images: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
         )
     if torch.rand((), generator=generator) < 0.5:
         batch = batch.flip(3)
+    if torch.rand((), generator=generator) < 0.5:
+        # Iconic photos are sharp close-ups; a class in a frame is often far away, or the frame is up-scaled for the
+        # classifier (HeatmapSource.scale), and its texture is soft. Without this, smooth foliage is "not vegetation".
+        factor = 1 + (ICONIC_AUGMENT_SOFTEN - 1) * torch.rand((), generator=generator).item()
+        small = max(4, round(ICONIC_SIZE / factor))
+        batch = F.interpolate(batch, size=(small, small), mode="bilinear", align_corners=False, antialias=True)
+        batch = F.interpolate(batch, size=(ICONIC_SIZE, ICONIC_SIZE), mode="bilinear", align_corners=False)
     n, j = len(batch), ICONIC_AUGMENT_JITTER
 
     def uniform(*shape: int) -> torch.Tensor:

@@ -60,6 +60,9 @@ ICONIC_MIN_FRACTION = {
 }
 """Share of an iconic crop the class must cover. Thin things (poles, people) cannot fill a square; they get less."""
 
+ICONIC_MIXED = tuple(name for name, share in ICONIC_MIN_FRACTION.items() if share < 0.5)
+"""Classes whose iconic crops are mostly other classes: `wsvs-train classifiers --mixed` should name them."""
+
 _ICONIC_SOURCE = (512, 256)  # px, views the crops are cut from
 _ICONIC_WINDOWS = (48, 64, 96, 128, 160, 192, 224)  # px, square crop sides tried in a view
 _ICONIC_VIEWS_PER_SCENE = 6
@@ -263,7 +266,8 @@ Procedural driving clips from `training/synth.py` (wsvs_ros): {clips} clips ({cl
 `split` is `train` or `val` (the last {val} clips). Weak supervision uses only the tags and the iconic images; the
 label maps are for evaluation. A class is a tag of a clip when it covers at least {TAG_MIN_FRACTION:.1%} of the pixels
 of at least one frame. An iconic image is a crop, from scenes that are not among the clips, in which its class covers
-at least: {thresholds}.
+at least: {thresholds}. The {" and ".join(ICONIC_MIXED)} crops are mostly other classes, so train the heatmap
+classifiers with `wsvs-train classifiers --iconic iconic --mixed {" ".join(ICONIC_MIXED)} ...`.
 
 ## Classes (DRIVE label set)
 
