@@ -4,12 +4,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import cv2
 import numpy as np
 import pytest
 import torch
 from conftest import tiny_spec
-from weak_fixtures import write_tiny_drives
+from weak_fixtures import noisy_colour, write_iconic, write_tiny_drives
 
 from training.data import synth_clips
 from training.heatmaps import (
@@ -112,13 +111,6 @@ def test_iconic_one_vs_all_classifier_learns_and_its_file_round_trips(tmp_path: 
     torch.testing.assert_close(loaded(x), model(x))
 
 
-def _write_iconic(root: Path, images: dict[str, list[np.ndarray]]) -> None:
-    for name, arrays in images.items():
-        (root / name).mkdir(parents=True)
-        for i, rgb in enumerate(arrays):
-            cv2.imwrite(str(root / name / f"{i:04d}.png"), cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
-
-
 @pytest.mark.slow
 def test_mixed_images_are_their_class_positives_and_nobodys_negatives(tmp_path: Path) -> None:
     """Photos of people are mostly the foliage behind them: without `mixed`, the vegetation output would learn
@@ -126,7 +118,7 @@ def test_mixed_images_are_their_class_positives_and_nobodys_negatives(tmp_path: 
     rng = np.random.default_rng(0)
 
     def flat(colour: tuple[int, int, int]) -> np.ndarray:
-        return np.clip(np.array(colour) + rng.normal(0, 10, (48, 48, 3)), 0, 255).astype(np.uint8)
+        return noisy_colour(rng, colour, 10)
 
     green, grey, red = (40, 160, 40), (128, 128, 128), (220, 20, 60)
     people = []
@@ -134,7 +126,7 @@ def test_mixed_images_are_their_class_positives_and_nobodys_negatives(tmp_path: 
         image = flat(green)
         image[14:34, 18:30] = red  # a person in front of a hedge
         people.append(image)
-    _write_iconic(
+    write_iconic(
         tmp_path,
         {"road": [flat(grey) for _ in range(8)], "vegetation": [flat(green) for _ in range(8)], "person": people},
     )

@@ -21,10 +21,18 @@ def write_tiny_drives(
     """
     write_drives(root, clips=clips, frames_per_clip=frames, size=size, seed=seed, val_clips=1, iconic_per_class=0)
     rng = np.random.default_rng(0)
-    for c in DRIVE.classes:
-        folder = root / "iconic" / c.name
-        folder.mkdir(parents=True, exist_ok=True)
-        for i in range(4):
-            image = np.clip(np.array(c.color) + rng.normal(0, 20, (48, 48, 3)), 0, 255).astype(np.uint8)
-            cv2.imwrite(str(folder / f"{i:04d}.png"), cv2.cvtColor(image, cv2.COLOR_RGB2BGR))
+    write_iconic(root / "iconic", {c.name: [noisy_colour(rng, c.color, 20) for _ in range(4)] for c in DRIVE.classes})
     return root
+
+
+def noisy_colour(rng: np.random.Generator, colour: tuple[int, int, int], noise: float) -> np.ndarray:
+    """A 48x48 RGB uint8 image of one colour with Gaussian noise of `noise` (0..255 scale)."""
+    return np.clip(np.array(colour) + rng.normal(0, noise, (48, 48, 3)), 0, 255).astype(np.uint8)
+
+
+def write_iconic(root: Path, images: dict[str, list[np.ndarray]]) -> None:
+    """RGB images as `root/{class}/{index:04d}.png`, the layout `wsvs-train classifiers` reads."""
+    for name, arrays in images.items():
+        (root / name).mkdir(parents=True, exist_ok=True)
+        for i, rgb in enumerate(arrays):
+            cv2.imwrite(str(root / name / f"{i:04d}.png"), cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
