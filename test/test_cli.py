@@ -35,8 +35,9 @@ def test_bench_json_reports_every_stage_and_one_flow_per_frame(capsys: pytest.Ca
 
 def test_bench_runs_on_onnxruntime_with_opencv_flow(capsys: pytest.CaptureFixture[str]) -> None:
     r = bench_json(capsys, "--frames", "2", "--warmup", "0", "--width", "0.0625", "--input-size", "128x64",
-                   "--backend", "onnxruntime", "--flow", "opencv")  # fmt: skip
+                   "--backend", "onnxruntime", "--flow", "opencv", "--output-stride", "8")  # fmt: skip
     assert r["backend"] == "onnxruntime" and r["flow"] == "opencv" and r["frames"] == 2
+    assert r["output_stride"] == 8  # the skip layers export and run in ONNX Runtime
 
 
 @pytest.mark.slow

@@ -13,7 +13,7 @@ from weak_fixtures import write_tiny_drives
 
 from training.cli import main as cli_main
 from training.data import synth_clips
-from training.evaluate import confusion_matrix, evaluate_checkpoint, metrics_from_confusion
+from training.evaluate import confusion_matrix, evaluate_checkpoint, metrics_from_confusion, perfect_coarse_labels
 from wsvs_ros.labels import VOID_ID
 from wsvs_ros.model.checkpoint import build_model, save_checkpoint
 
@@ -102,3 +102,35 @@ def test_evaluate_command_prints_the_summary(
     assert cli_main(["evaluate", str(ckpt), "--data", str(root), "--split", "val", "--out", str(tmp_path)]) == 0
     printed = json.loads(capsys.readouterr().out)
     assert set(printed) == {"miou", "mean_class_acc", "global_acc", "frames", "per_class_iou"}
+
+
+def test_an_ideal_coarse_score_map_keeps_grid_aligned_regions_and_loses_a_thin_stripe() -> None:
+    blocks = np.zeros((16, 32), np.uint8)
+    blocks[:, 8:16] = 1
+    blocks[:, 24:] = 2
+    np.testing.assert_array_equal(perfect_coarse_labels(blocks, 3, (2, 4)), blocks)  # boundaries on the 8-px grid
+
+    stripe = np.zeros((32, 64), np.uint8)
+    stripe[:, 29:32] = 1
+    stripe[0, :] = V  # void is nobody's evidence
+    assert not (perfect_coarse_labels(stripe, 2, (1, 2)) == 1).any()  # 3 of every 32 pixels: always outvoted
+    fine = perfect_coarse_labels(stripe, 2, (8, 16))  # 4x4 cells: 3/4 of one column of cells is stripe
+    assert (fine[1:, 29:31] == 1).all() and (fine[:, :29] == 0).all() and (fine[:, 32:] == 0).all()
+
+
+def test_stride_bound_command_writes_one_row_per_stride(
+    drives_and_checkpoint: tuple[Path, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    root, _ = drives_and_checkpoint
+    config = tmp_path / "config.yaml"
+    config.write_text(
+        f"data: {root}\nout: {tmp_path / 'run'}\ninput_width: 64\ninput_height: 32\nflow_length: 2\nheatmap_weight: 0\n"
+    )
+    out = tmp_path / "bound.json"
+    assert cli_main(["stride-bound", str(config), "--strides", "32", "8", "1", "--out", str(out)]) == 0
+    saved = json.loads(out.read_text())
+    assert list(saved["strides"]) == ["32", "8", "1"]
+    assert saved["strides"]["32"]["cells"] == [1, 2] and saved["strides"]["8"]["cells"] == [4, 8]
+    assert saved["strides"]["1"]["miou"] == 1.0  # a score per pixel loses nothing
+    assert saved["strides"]["32"]["miou"] < saved["strides"]["1"]["miou"]
+    assert "   8x4 " in capsys.readouterr().out  # the table names each stride's grid, width x height

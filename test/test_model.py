@@ -59,9 +59,11 @@ def vgg16_file(vgg16_state: dict[str, torch.Tensor], tmp_path_factory: pytest.Te
     return path
 
 
-def small_net(num_classes: int = 5, *, flow_length: int = 3, width: float = SMALL, seed: int = 0) -> TwoStreamNet:
+def small_net(
+    num_classes: int = 5, *, flow_length: int = 3, width: float = SMALL, seed: int = 0, output_stride: int = 32
+) -> TwoStreamNet:
     torch.manual_seed(seed)
-    return TwoStreamNet(num_classes, flow_length=flow_length, width=width)
+    return TwoStreamNet(num_classes, flow_length=flow_length, width=width, output_stride=output_stride)
 
 
 def inputs(net: TwoStreamNet, height: int, width: int, *, batch: int = 1) -> tuple[torch.Tensor, torch.Tensor]:
@@ -161,9 +163,9 @@ def test_vgg16_weights_need_width_one() -> None:
 
 
 @pytest.mark.parametrize(("height", "width"), [(75, 100), (31, 33), (64, 96)])
-@pytest.mark.parametrize("net_width", [SMALL, 1 / 32])
-def test_any_input_size_gives_logits_of_that_size(height: int, width: int, net_width: float) -> None:
-    net = small_net(width=net_width).eval()
+@pytest.mark.parametrize(("net_width", "stride"), [(SMALL, 32), (1 / 32, 32), (1 / 32, 16), (1 / 32, 8)])
+def test_any_input_size_gives_logits_of_that_size(height: int, width: int, net_width: float, stride: int) -> None:
+    net = small_net(width=net_width, output_stride=stride).eval()
     with torch.no_grad():
         logits = net(*inputs(net, height, width, batch=2))
     assert logits.shape == (2, 5, height, width)
@@ -177,6 +179,43 @@ def test_gradients_reach_both_streams() -> None:
         for conv in (stream.convs[0], stream.convs[-1]):
             assert conv.weight.grad is not None
             assert conv.weight.grad.abs().sum() > 0
+
+
+def test_skip_layers_start_as_no_ops_on_the_coarse_scores() -> None:
+    """FCN-8s starts as FCN-32s with bilinear 2x steps: the finer levels add nothing until trained."""
+    net = small_net(output_stride=8).eval()
+    rgb, flow = inputs(net, 64, 96)
+    with torch.no_grad():
+        appearance, motion = net.rgb_stream(rgb), net.flow_stream(flow)
+        scores = net.spatiotemporal_head(net.fusion(appearance, motion)) + net.appearance_head(appearance)
+        for _ in range(2):
+            scores = F.interpolate(scores, scale_factor=2, mode="bilinear", align_corners=False)
+        expected = F.interpolate(scores, scale_factor=8, mode="bilinear", align_corners=False)
+        torch.testing.assert_close(net(rgb, flow), expected)
+
+
+@pytest.mark.slow
+def test_stride_8_learns_a_thin_stripe_that_stride_32_cannot() -> None:
+    """What the skip layers are for: a class 4 pixels wide survives at stride 8 and is lost at stride 32."""
+    target = torch.zeros(1, 64, 64, dtype=torch.long)
+    target[:, :, 30:34] = 1
+    rgb = torch.zeros(1, 3, 64, 64)
+    rgb[:, :, :, 30:34] = 1.0
+    flow = torch.zeros(1, 2, 64, 64)
+    ious = {}
+    for stride in (32, 8):
+        net = small_net(2, flow_length=1, output_stride=stride).train()
+        optimiser = torch.optim.Adam(net.parameters(), lr=1e-3)
+        for _ in range(150):
+            optimiser.zero_grad()
+            F.cross_entropy(net(rgb, flow), target, weight=torch.tensor([1.0, 15.0])).backward()  # 1:15 pixels
+            optimiser.step()
+        with torch.no_grad():
+            stripe = net.eval()(rgb, flow).argmax(dim=1) == 1
+        truth = target == 1
+        ious[stride] = float((stripe & truth).sum() / (stripe | truth).sum())
+    assert ious[8] > 0.9
+    assert ious[32] < 0.6  # bilinear from a 2x2 grid: a blob twice the stripe's width at best
 
 
 def test_deconvolution_starts_as_bilinear_upsampling() -> None:
@@ -222,6 +261,8 @@ def test_inputs_that_do_not_fit_are_refused() -> None:
         TwoStreamNet(5, width=0)
     with pytest.raises(ValueError, match="flow_length must be a positive integer"):
         TwoStreamNet(5, flow_length=0)
+    with pytest.raises(ValueError, match=r"output_stride must be one of \(32, 16, 8\), got 4"):
+        TwoStreamNet(5, output_stride=4)
 
 
 @pytest.mark.slow
@@ -230,7 +271,7 @@ def test_inputs_that_do_not_fit_are_refused() -> None:
 def test_onnx_export_at_opset_17_matches_torch(dynamo: bool, tmp_path: Path) -> None:
     onnx = pytest.importorskip("onnx")
     ort = pytest.importorskip("onnxruntime")
-    net = small_net(width=1 / 32).eval()
+    net = small_net(width=1 / 32, output_stride=8).eval()
     rgb, flow = inputs(net, 50, 70)  # not multiples of 32: padding and cropping are in the graph
     path = tmp_path / "net.onnx"
     torch.onnx.export(

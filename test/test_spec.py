@@ -13,7 +13,7 @@ def make(**kw) -> ModelSpec:
 
 
 def test_spec_round_trips_through_a_dict() -> None:
-    spec = make(window="centered", flow_params={"levels": 4}, width=0.25)
+    spec = make(window="centered", flow_params={"levels": 4}, width=0.25, output_stride=8)
     assert ModelSpec.from_dict(spec.to_dict()) == spec
     assert spec.delay_frames == 5 and make().delay_frames == 0
 
@@ -27,6 +27,7 @@ def test_spec_round_trips_through_a_dict() -> None:
         ("flow_scale", float("nan"), "flow_scale must be a positive number"),
         ("rgb_std", (0.2, 0.2), "rgb_std must have 3 values"),
         ("width", -1.0, "width must be a positive number"),
+        ("output_stride", 4, "output_stride must be one of"),
     ],
 )
 def test_invalid_fields_are_named(field: str, value: object, message: str) -> None:
@@ -48,3 +49,9 @@ def test_metadata_from_another_version_or_with_unknown_fields_is_refused() -> No
     del d["label_set"]
     with pytest.raises(ValueError, match=r"lacks field\(s\) \['label_set'\]"):
         ModelSpec.from_dict(d)
+
+
+def test_metadata_written_before_output_stride_existed_is_the_papers_stride_32() -> None:
+    d = make().to_dict()
+    del d["output_stride"]
+    assert ModelSpec.from_dict(d).output_stride == 32

@@ -42,7 +42,7 @@ def tiny_config(drives: Path, out: Path, **kw: object) -> TrainConfig:
     defaults = dict(
         data=str(drives), out=str(out), cache=str(out / "cache"), iconic=str(drives / "iconic.pt"),
         input_width=64, input_height=32, flow_length=2, width=1 / 32, flow_method="opencv", iterations=3,
-        batch_size=2, crf_stride=4, checkpoint_every=2, log_every=1, threads=1, seed=1,
+        batch_size=2, crf_stride=4, checkpoint_every=2, log_every=1, threads=1, seed=1, output_stride=8,
     )  # fmt: skip
     return config_from_dict({**defaults, **kw})
 

@@ -19,7 +19,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from training.evaluate import evaluate_checkpoint
+from training.evaluate import evaluate_checkpoint, percent
 from training.train import TrainConfig, fit, load_clips
 
 THING_CLASSES = ("car", "person", "pole")
@@ -84,10 +84,6 @@ def run_ablation(
     return rows
 
 
-def _pct(value: float | None) -> str:
-    return "n/a" if value is None else f"{100 * value:.1f}%"
-
-
 def write_tables(out: Path, rows: list[dict[str, Any]], *, base: TrainConfig, command: str, eval_split: str) -> None:
     """ablation.json (rows + base config + command) and ablation.md (Table 2 layout plus per-class IoU)."""
     (out / "ablation.json").write_text(
@@ -106,12 +102,13 @@ def write_tables(out: Path, rows: list[dict[str, Any]], *, base: TrainConfig, co
         f"({rows[0]['frames'] if rows else 0} frames with full flow windows); {base.iterations} iterations, "
         f"batch {base.batch_size}, optimiser preset `{base.optimizer}`"
         f"{'' if base.lr is None else f' (lr {base.lr:g})'}, width {base.width}, "
-        f"{base.input_width}x{base.input_height}, L={base.flow_length} ({base.window}), seed {base.seed}.",
+        f"output stride {base.output_stride}, {base.input_width}x{base.input_height}, "
+        f"L={base.flow_length} ({base.window}), seed {base.seed}.",
         "",
         "| Setup | Mean IoU | Mean Class Acc. | Global Acc. |",
         "|---|---|---|---|",
         *(
-            f"| {r['setup']} | {_pct(r['miou'])} | {_pct(r['mean_class_acc'])} | {_pct(r['global_acc'])} |"
+            f"| {r['setup']} | {percent(r['miou'])} | {percent(r['mean_class_acc'])} | {percent(r['global_acc'])} |"
             for r in rows
         ),
         "",
@@ -119,7 +116,7 @@ def write_tables(out: Path, rows: list[dict[str, Any]], *, base: TrainConfig, co
         "",
         "| Setup | " + " | ".join(classes) + " |",
         "|---|" + "---|" * len(classes),
-        *(f"| {r['setup']} | " + " | ".join(_pct(r["per_class_iou"][c]) for c in classes) + " |" for r in rows),
+        *(f"| {r['setup']} | " + " | ".join(percent(r["per_class_iou"][c]) for c in classes) + " |" for r in rows),
         "",
     ]
     (out / "ablation.md").write_text("\n".join(lines))

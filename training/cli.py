@@ -116,6 +116,27 @@ def _cmd_heatmaps(args: argparse.Namespace, command: str) -> int:
     return 0
 
 
+def _cmd_stride_bound(args: argparse.Namespace, command: str) -> int:
+    from training.evaluate import output_stride_bound, percent
+    from training.train import load_clips, load_config
+
+    config = load_config(args.config, **_overrides(args.set))
+    spec = config.model_spec()
+    bounds = output_stride_bound(load_clips(config, args.split), spec, args.strides)
+    names = config.labels.names
+    print(f"ideal score maps at {spec.input_width}x{spec.input_height}, split {args.split}: mIoU and per-class IoU")
+    print(f"{'stride':>6} {'grid':>7} {'mIoU':>6} " + " ".join(f"{n[:10]:>10}" for n in names))
+    for s, m in bounds.items():
+        ious = " ".join(f"{percent(m['per_class_iou'][n]):>10}" for n in names)
+        print(f"{s:>6} {m['cells'][1]:>3}x{m['cells'][0]:<3} {percent(m['miou']):>6} {ious}")
+    if args.out is not None:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        record = {"command": command, "split": args.split, "strides": {str(s): m for s, m in bounds.items()}}
+        args.out.write_text(json.dumps(record, indent=2) + "\n")
+        print(f"wrote {args.out}")
+    return 0
+
+
 def _cmd_ablation(args: argparse.Namespace, command: str) -> int:
     from training.ablation import SETUPS, run_ablation
     from training.train import load_config
@@ -126,6 +147,13 @@ def _cmd_ablation(args: argparse.Namespace, command: str) -> int:
         print(f"{r['setup']:>20}: mIoU {100 * r['miou']:.1f}%  class acc {100 * r['mean_class_acc']:.1f}%  "
               f"global {100 * r['global_acc']:.1f}%")  # fmt: skip
     return 0
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text}")
+    return value
 
 
 def _command(argv: Sequence[str]) -> str:
@@ -181,6 +209,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", type=Path, help="also write the figures and pixel counts to this JSON file")
     p.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="override config keys")
 
+    p = sub.add_parser("stride-bound", help="mIoU of ideal score maps at each output stride (what the stride costs)")
+    p.add_argument("config", type=Path, help="training config (its dataset, data and input size)")
+    p.add_argument("--split", default="val", help="annotated split (default val)")
+    p.add_argument("--strides", nargs="+", type=_positive_int, default=[32, 16, 8], metavar="S")
+    p.add_argument("--out", type=Path, help="also write the figures to this JSON file")
+    p.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="override config keys")
+
     p = sub.add_parser("ablation", help="train and evaluate the paper's four ablation setups")
     p.add_argument("--out", required=True, type=Path)
     p.add_argument("--config", type=Path, default=DEFAULT_ABLATION_CONFIG, help="base config of every setup")
@@ -201,6 +236,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "fit": _cmd_fit,
         "evaluate": _cmd_evaluate,
         "heatmaps": _cmd_heatmaps,
+        "stride-bound": _cmd_stride_bound,
         "ablation": _cmd_ablation,
     }
     return handlers[args.command](args, _command(argv))

@@ -26,6 +26,7 @@ from typing import Any
 import cv2
 import numpy as np
 import torch
+import torch.nn.functional as F
 
 from training.crf import dense_crf
 from training.data import Clip, FlowCache, has_full_window, load_label_map, read_rgb, window_flows
@@ -79,12 +80,26 @@ def metrics_from_confusion(cm: np.ndarray, names: Sequence[str]) -> dict[str, An
     }
 
 
+def percent(value: float | None) -> str:
+    """A metric in 0..1 as "12.3%", "n/a" for an undefined one (None)."""
+    return "n/a" if value is None else f"{100 * value:.1f}%"
+
+
 @dataclass(frozen=True)
 class Prediction:
     clip: str
     index: int
     labels: np.ndarray  # (H, W) uint8 at the annotation's size
     truth: np.ndarray  # (H, W) uint8
+
+
+def evaluated_frames(clip: Clip, spec: ModelSpec, *, skip_warming: bool = True) -> list[int]:
+    """The annotated target frames of a clip that evaluation scores (see `skip_warming` in the module docstring)."""
+    return [
+        i
+        for i in clip.targets
+        if i in clip.annotations and (not skip_warming or has_full_window(i, len(clip.frames), spec))
+    ]
 
 
 @torch.no_grad()
@@ -100,11 +115,7 @@ def predict_clip(
     """Predictions for the annotated target frames of a clip (labels at the annotation's size)."""
     first, flows = flow_cache.get(clip)
     out = []
-    for index in clip.targets:
-        if index not in clip.annotations:
-            continue
-        if skip_warming and not has_full_window(index, len(clip.frames), spec):
-            continue
+    for index in evaluated_frames(clip, spec, skip_warming=skip_warming):
         rgb = read_rgb(clip.frames[index])
         frame = frame_to_tensor(rgb, spec, torch.device("cpu"))
         stacked, _ = window_flows(flows, index - first, spec)
@@ -220,3 +231,34 @@ def evaluate_checkpoint(
     metrics["crf"] = crf
     write_report(out, metrics, cm, kept, clips, get_label_set(ckpt.spec.label_set))
     return metrics
+
+
+def perfect_coarse_labels(truth: np.ndarray, num_classes: int, cells: tuple[int, int]) -> np.ndarray:
+    """The labels of an ideal score map on a (rows, cols) grid: each cell holds the class fractions of its area of
+    `truth` (void counts for no class), upsampled bilinearly to `truth`'s size as the network's deconvolution is at
+    init, then argmax (class 0 where no cell sees any class).
+    """
+    t = torch.from_numpy(truth.astype(np.int64))
+    valid = t != VOID_ID
+    one_hot = F.one_hot(torch.where(valid, t, 0), num_classes).permute(2, 0, 1)[None].float() * valid
+    scores = F.adaptive_avg_pool2d(one_hot, cells)
+    return F.interpolate(scores, size=truth.shape, mode="bilinear", align_corners=False).argmax(dim=1)[0].numpy()
+
+
+def output_stride_bound(clips: Sequence[Clip], spec: ModelSpec, strides: Sequence[int]) -> dict[int, dict[str, Any]]:
+    """Metrics of `perfect_coarse_labels` for the score grid a stride-S network has at the spec's input size, over
+    the frames evaluation scores, for each S in `strides`: what the output stride alone costs, however well the
+    network learns. An estimate of the ceiling, not a proof (a learnt deconvolution is not bilinear).
+    """
+    labels = get_label_set(spec.label_set)
+    k = len(labels)
+    grids = {s: (-(-spec.input_height // s), -(-spec.input_width // s)) for s in strides}
+    cms = {s: np.zeros((k, k), np.int64) for s in strides}
+    for clip in clips:
+        for index in evaluated_frames(clip, spec):
+            truth = load_label_map(clip, index)
+            for s, cells in grids.items():
+                cms[s] += confusion_matrix(perfect_coarse_labels(truth, k, cells), truth, k)
+    if not any(cm.sum() for cm in cms.values()):
+        raise ValueError("no annotated frame with a full flow window in these clips; nothing to measure")
+    return {s: {"cells": list(grids[s]), **metrics_from_confusion(cms[s], labels.names)} for s in strides}

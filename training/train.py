@@ -99,6 +99,7 @@ class TrainConfig:
     flow_method: str = "torch"
     flow_params: dict[str, Any] = field(default_factory=dict)
     width: float = 0.125
+    output_stride: int = 32
     iconic: str | None = None
     vgg16: str | None = None
     init_vgg16: str | None = None
@@ -159,6 +160,7 @@ class TrainConfig:
             flow_method=self.flow_method,
             flow_params=dict(self.flow_params),
             width=self.width,
+            output_stride=self.output_stride,
         )
         # Pin the backend's effective parameters, defaults included: if a default changes in a later release, the
         # node still runs the flow this model was trained with.

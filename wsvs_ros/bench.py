@@ -31,6 +31,7 @@ class BenchConfig:
     input_size: tuple[int, int] = (512, 256)
     camera_size: tuple[int, int] = (1024, 512)
     width: float = 1.0
+    output_stride: int = 32
     backend: str = "torch"
     device: str = "cpu"
     precision: str = "auto"  # auto = fp16 on CUDA, fp32 on CPU
@@ -78,6 +79,7 @@ def run_bench(cfg: BenchConfig, *, progress: bool = True) -> dict[str, Any]:
     spec = ModelSpec(
         DRIVE.name, DRIVE.names, input_width=cfg.input_size[0], input_height=cfg.input_size[1],
         flow_length=cfg.flow_length, flow_method=cfg.flow, flow_params=cfg.flow_params, width=cfg.width,
+        output_stride=cfg.output_stride,
     )  # fmt: skip
     torch.manual_seed(0)
     model = build_model(spec)
@@ -124,6 +126,7 @@ def run_bench(cfg: BenchConfig, *, progress: bool = True) -> dict[str, Any]:
         "flow_params": cfg.flow_params,
         "cuda_graph": graphed,
         "width": cfg.width,
+        "output_stride": cfg.output_stride,
         "params": params,
         "input_size": f"{cfg.input_size[0]}x{cfg.input_size[1]}",
         "camera_size": f"{cfg.camera_size[0]}x{cfg.camera_size[1]}",
@@ -139,7 +142,8 @@ def run_bench(cfg: BenchConfig, *, progress: bool = True) -> dict[str, Any]:
 def format_report(r: dict[str, Any]) -> str:
     lines = [
         f"wsvs bench: {r['frames']} frames (after warm-up), camera {r['camera_size']} -> input {r['input_size']}, "
-        f"L={r['flow_length']}, width {r['width']} ({r['params'] / 1e6:.1f} M params)",
+        f"L={r['flow_length']}, width {r['width']}, output stride {r['output_stride']} "
+        f"({r['params'] / 1e6:.1f} M params)",
         f"  {r['backend']} {r['precision']} on {r['device']} ({r['device_name']}), flow: {r['flow']} {r['flow_params']}"
         f"{' (CUDA graph)' if r['cuda_graph'] else ''}, "
         f"flows computed: {r['flows_computed']} for {r['frames_pushed']} frames",

@@ -14,6 +14,7 @@ from wsvs_ros.labels import get_label_set
 
 WINDOWS = ("causal", "centered")
 FLOW_METHODS = ("torch", "opencv")
+OUTPUT_STRIDES = (32, 16, 8)  # TwoStreamNet's: FCN-32s (the paper's), FCN-16s, FCN-8s
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -32,6 +33,8 @@ class ModelSpec:
         flow_scale: pixels that map to 1.0 in the flow stream's input; `flow_clip` bounds the scaled value.
         rgb_mean, rgb_std: per-channel normalisation of RGB in 0..1.
         width: channel multiplier of `TwoStreamNet` (1.0 = VGG-16).
+        output_stride: stride of the score map the final deconvolution starts from: 32 is the paper's network
+            (FCN-32s), 16 / 8 add FCN skip layers (`TwoStreamNet`). Checkpoints without it are stride 32.
     """
 
     label_set: str
@@ -47,6 +50,7 @@ class ModelSpec:
     rgb_mean: tuple[float, float, float] = IMAGENET_MEAN
     rgb_std: tuple[float, float, float] = IMAGENET_STD
     width: float = 1.0
+    output_stride: int = 32
 
     FORMAT_VERSION = 1  # bumped when a field changes meaning; loading refuses other versions
 
@@ -61,6 +65,8 @@ class ModelSpec:
             value = getattr(self, name)
             if not isinstance(value, int) or value < 1:
                 raise ValueError(f"{name} must be a positive integer, got {value!r}")
+        if self.output_stride not in OUTPUT_STRIDES:
+            raise ValueError(f"output_stride must be one of {OUTPUT_STRIDES}, got {self.output_stride!r}")
         if self.window not in WINDOWS:
             raise ValueError(f"window must be one of {WINDOWS}, got {self.window!r}")
         if self.window == "centered" and self.flow_length % 2:

@@ -2,6 +2,11 @@
 fusion at conv5_3, late fusion of the class scores of the fused and the appearance heads, and a bilinear
 deconvolution back to the input size.
 
+`output_stride` 32 is the paper's network (FCN-32s: one deconvolution from the stride-32 scores). 16 and 8 add FCN's
+skip layers (Long et al., FCN-16s / FCN-8s) from pool4 and pool3 of both streams. At the small input sizes a CPU or a
+Jetson can afford, stride 32 is a hard ceiling: a 256x128 frame gets an 8x4 score map, and even a perfect 8x4 map
+upsampled loses thin and distant classes (docs/results/output_stride.md).
+
 `width` scales every channel count (1.0 is VGG-16 exactly, which `load_vgg16_weights` can initialise); smaller widths
 are the CPU and real-time Jetson variants and are trained from the initialisation below.
 """
@@ -15,12 +20,14 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from wsvs_ros.spec import OUTPUT_STRIDES
+
 # VGG-16's conv1_1..conv5_3 output channels per block; a 2x2 max-pool follows blocks 1-4 (pool5 lives in the heads),
 # so conv5_3 is at stride 16 and the score maps at stride 32.
 VGG16_BLOCKS: tuple[tuple[int, ...], ...] = ((64, 64), (128, 128), (256, 256, 256), (512, 512, 512), (512, 512, 512))
 VGG16_FC_CHANNELS = 4096
 FC6_KERNEL = 7  # VGG's fc6 sees a 7x7 pool5 map; FCN turns it into a 7x7 conv.
-OUTPUT_STRIDE = 32  # four pools in the streams + pool5 in the heads
+SIZE_MULTIPLE = 32  # four pools in the streams + pool5 in the heads: inputs are padded to a multiple of this
 
 
 def scaled_channels(channels: int, width: float) -> int:
@@ -61,11 +68,22 @@ class VGGStream(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """(B, C_in, H, W) with H, W multiples of 16 -> conv5_3 after ReLU, (B, out_channels, H/16, W/16)."""
+        return self.features(x)[-1]
+
+    def features(self, x: torch.Tensor) -> list[torch.Tensor]:
+        """Like `forward`, but returns [pool1, pool2, pool3, pool4, conv5_3]: strides 2, 4, 8, 16, 16."""
+        out = []
         for conv, pool in zip(self.convs, self._pool_after, strict=True):
             x = F.relu(conv(x))
             if pool:
                 x = F.max_pool2d(x, kernel_size=2, stride=2)
-        return x
+                out.append(x)
+        return [*out, x]
+
+    def pooled_channels(self) -> list[int]:
+        """Channels of pool1..pool4, the maps `features` returns before conv5_3."""
+        ends = [i for i, pool in enumerate(self._pool_after) if pool]
+        return [self.conv_layers()[i].out_channels for i in ends]
 
 
 class ConvFusion(nn.Module):
@@ -119,7 +137,7 @@ class ScoreHead(nn.Module):
 
 
 class BilinearUpsample(nn.Module):
-    """The deconvolution of Fig. 3: a learnable stride-32 transposed conv, one 64x64 kernel per class (groups =
+    """The deconvolution of Fig. 3: a learnable stride-`factor` transposed conv, one 2f x 2f kernel per class (groups =
     num_classes; FCN's C x C layer is diagonal at init anyway), initialised to bilinear interpolation.
 
     The score map is edge-extended by one cell first, so that at init the layer equals
@@ -128,7 +146,7 @@ class BilinearUpsample(nn.Module):
     "edge" mode, which not every ONNX consumer (older TensorRT parsers) accepts.
     """
 
-    def __init__(self, num_classes: int, factor: int = OUTPUT_STRIDE) -> None:
+    def __init__(self, num_classes: int, factor: int = SIZE_MULTIPLE) -> None:
         super().__init__()
         self.factor = factor
         # kernel 2f, stride f; padding f/2 centres each kernel on its pooled cell (cell i covers pixels fi..fi+f-1),
@@ -159,6 +177,25 @@ class BilinearUpsample(nn.Module):
         return self.deconv(scores)
 
 
+class SkipScores(nn.Module):
+    """One FCN skip layer: the coarser scores upsampled 2x, plus class scores of a finer pooled map of both streams.
+
+    The finer scores are a 1x1 conv of the two streams' maps concatenated, zero-initialised as in FCN, so a new skip
+    starts as a no-op and the net starts out as the coarser one with a bilinear 2x step.
+    """
+
+    def __init__(self, in_channels: int, num_classes: int) -> None:
+        super().__init__()
+        self.up = BilinearUpsample(num_classes, 2)
+        self.score = nn.Conv2d(in_channels, num_classes, kernel_size=1)
+        nn.init.zeros_(self.score.weight)
+        nn.init.zeros_(conv_bias(self.score))
+
+    def forward(self, scores: torch.Tensor, rgb: torch.Tensor, flow: torch.Tensor) -> torch.Tensor:
+        """(B, C, h, w) scores, (B, *, 2h, 2w) stream maps -> (B, C, 2h, 2w) scores."""
+        return self.up(scores) + self.score(torch.cat([rgb, flow], dim=1))
+
+
 class TwoStreamNet(nn.Module):
     """Paper 3.2, Fig. 3: per-pixel class scores from an RGB frame and a stack of L optical flows.
 
@@ -167,7 +204,9 @@ class TwoStreamNet(nn.Module):
         fusion: `ConvFusion` of the two conv5_3 maps (early fusion).
         spatiotemporal_head: `ScoreHead` on the fused features.
         appearance_head: `ScoreHead` on the RGB conv5_3 alone.
-        upsample: `BilinearUpsample`, the stride-32 deconvolution to full resolution.
+        skips: for output_stride 16 / 8, a `SkipScores` per finer level (pool4, then pool3), FCN-16s / 8s style:
+            the scores so far are upsampled 2x (`BilinearUpsample`) and the level's scores added.
+        upsample: `BilinearUpsample`, the stride-`output_stride` deconvolution to full resolution.
 
     Late fusion is the plain sum of the two heads' class scores. A learnable weight per head would add nothing: it
     multiplies a linear score layer, so each head's `score` conv can already learn any scale, and a sum keeps the
@@ -177,12 +216,14 @@ class TwoStreamNet(nn.Module):
         num_classes: number of output classes (the label set's size).
         flow_length: L, the number of stacked flows; the flow stream takes 2L channels (x, y per flow).
         width: channel multiplier; 1.0 is VGG-16 (about 269M parameters with both heads), 0.25 is the lite variant.
+        output_stride: 32 (the paper's), 16 or 8; see the module docstring.
 
     Raises:
-        ValueError: num_classes or flow_length below 1, or width not a positive finite number.
+        ValueError: num_classes or flow_length below 1, width not a positive finite number, or an output_stride
+            not in OUTPUT_STRIDES.
     """
 
-    def __init__(self, num_classes: int, *, flow_length: int = 10, width: float = 1.0) -> None:
+    def __init__(self, num_classes: int, *, flow_length: int = 10, width: float = 1.0, output_stride: int = 32) -> None:
         super().__init__()
         if not isinstance(num_classes, int) or num_classes < 1:
             raise ValueError(f"num_classes must be a positive integer (the label set's size), got {num_classes!r}")
@@ -190,9 +231,12 @@ class TwoStreamNet(nn.Module):
             raise ValueError(f"flow_length must be a positive integer (L stacked flows), got {flow_length!r}")
         if not (isinstance(width, (int, float)) and math.isfinite(width) and width > 0):
             raise ValueError(f"width must be a positive number (1.0 = VGG-16, e.g. 0.25 for lite), got {width!r}")
+        if output_stride not in OUTPUT_STRIDES:
+            raise ValueError(f"output_stride must be one of {OUTPUT_STRIDES}, got {output_stride!r}")
         self.num_classes = num_classes
         self.flow_length = flow_length
         self.width = float(width)
+        self.output_stride = output_stride
 
         self.rgb_stream = VGGStream(3, width=width)
         self.flow_stream = VGGStream(2 * flow_length, width=width)
@@ -200,7 +244,12 @@ class TwoStreamNet(nn.Module):
         self.fusion = ConvFusion(features)
         self.spatiotemporal_head = ScoreHead(features, num_classes, width=width)
         self.appearance_head = ScoreHead(features, num_classes, width=width)
-        self.upsample = BilinearUpsample(num_classes)
+        # pool4 (stride 16) is features[3], pool3 (stride 8) features[2]
+        self._skip_levels = [level for level, stride in ((3, 16), (2, 8)) if stride >= output_stride]
+        rgb_pooled, flow_pooled = self.rgb_stream.pooled_channels(), self.flow_stream.pooled_channels()
+        pooled = [a + b for a, b in zip(rgb_pooled, flow_pooled, strict=True)]
+        self.skips = nn.ModuleList(SkipScores(pooled[level], num_classes) for level in self._skip_levels)
+        self.upsample = BilinearUpsample(num_classes, output_stride)
         self._init_from_scratch()
 
     def _init_from_scratch(self) -> None:
@@ -239,15 +288,18 @@ class TwoStreamNet(nn.Module):
         """
         self._check_inputs(rgb, flow)
         height, width = rgb.shape[-2:]
-        pad_bottom, pad_right = -height % OUTPUT_STRIDE, -width % OUTPUT_STRIDE
+        pad_bottom, pad_right = -height % SIZE_MULTIPLE, -width % SIZE_MULTIPLE
         rgb = _zero_pad_bottom_right(rgb, pad_bottom, pad_right)
         flow = _zero_pad_bottom_right(flow, pad_bottom, pad_right)
 
-        appearance = self.rgb_stream(rgb)
-        motion = self.flow_stream(flow)
+        rgb_maps = self.rgb_stream.features(rgb)
+        flow_maps = self.flow_stream.features(flow)
+        appearance, motion = rgb_maps[-1], flow_maps[-1]
         fused = self.fusion(appearance, motion)
         # late fusion (paper 3.2): the spatio-temporal and appearance scores meet where each predicts classes
         scores = self.spatiotemporal_head(fused) + self.appearance_head(appearance)
+        for level, skip in zip(self._skip_levels, self.skips, strict=True):
+            scores = skip(scores, rgb_maps[level], flow_maps[level])
         return self.upsample(scores)[:, :, :height, :width]
 
     def _check_inputs(self, rgb: torch.Tensor, flow: torch.Tensor) -> None:
