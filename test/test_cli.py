@@ -12,7 +12,7 @@ from wsvs_ros.engine.onnx_export import read_onnx_spec
 from wsvs_ros.model.checkpoint import load_checkpoint
 
 BENCH_KEYS = {"frames", "flows_computed", "device", "backend", "width", "input_size", "stage_ms"}
-STAGES = {"decode", "preprocess", "flow", "network", "postprocess", "total"}
+STAGES = {"decode", "preprocess", "flow", "network", "crf", "postprocess", "total"}
 
 
 def bench_json(capsys: pytest.CaptureFixture[str], *args: str) -> dict:
@@ -35,8 +35,10 @@ def test_bench_json_reports_every_stage_and_one_flow_per_frame(capsys: pytest.Ca
 
 def test_bench_runs_on_onnxruntime_with_opencv_flow(capsys: pytest.CaptureFixture[str]) -> None:
     r = bench_json(capsys, "--frames", "2", "--warmup", "0", "--width", "0.0625", "--input-size", "128x64",
-                   "--backend", "onnxruntime", "--flow", "opencv", "--output-stride", "8")  # fmt: skip
+                   "--backend", "onnxruntime", "--flow", "opencv", "--output-stride", "8",
+                   "--crf-iterations", "2")  # fmt: skip
     assert r["backend"] == "onnxruntime" and r["flow"] == "opencv" and r["frames"] == 2
+    assert r["crf_iterations"] == 2 and r["stage_ms"]["crf"]["mean"] > 0
     assert r["output_stride"] == 8  # the skip layers export and run in ONNX Runtime
 
 

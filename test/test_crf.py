@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from training.crf import CRFParams, dense_crf
+from wsvs_ros.crf import CRFParams, dense_crf
 
 PATHS = pytest.mark.parametrize("exact", [True, False], ids=["exact", "lattice"])
 

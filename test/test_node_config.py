@@ -65,6 +65,7 @@ def test_every_parameter_is_a_config_field_in_the_same_order() -> None:
         ("max_gap", -0.1, "max_gap must be seconds >= 0"),
         ("max_gap", math.nan, "max_gap must be seconds >= 0"),
         ("max_gap", math.inf, "max_gap must be seconds >= 0"),
+        ("crf_iterations", -1, "crf_iterations must be >= 0"),
         ("qos_reliability", "reliable_ish", "qos_reliability must be one of best_effort, reliable"),
         ("queue_size", 0, "queue_size must be at least 1"),
     ],
@@ -141,10 +142,12 @@ def test_a_model_path_under_home_is_expanded(tmp_path: Path, monkeypatch: pytest
 
 
 def test_a_loaded_model_segments_frames_and_resolves_the_mask_classes(tiny_checkpoint: Path) -> None:
-    model = load_model(config(model=str(tiny_checkpoint), publish_classes=["road", "vegetation"], max_gap=1.5))
+    model = load_model(
+        config(model=str(tiny_checkpoint), publish_classes=["road", "vegetation"], max_gap=1.5, crf_iterations=3)
+    )
     assert model.path == tiny_checkpoint and model.label_set is DRIVE
     assert model.mask_class_ids == (DRIVE.by_name("road").id, DRIVE.by_name("vegetation").id)
-    assert model.segmenter.window.max_gap == 1.5
+    assert model.segmenter.window.max_gap == 1.5 and model.segmenter.crf_iterations == 3
     (result,) = model.segmenter.push(np.zeros((24, 40, 3), np.uint8), stamp=1.0)
     assert result.labels.shape == (24, 40)
 

@@ -12,6 +12,7 @@ from conftest import tiny_spec
 
 from wsvs_ros.engine import TorchEngine
 from wsvs_ros.flow import make_flow
+from wsvs_ros.labels import DRIVE
 from wsvs_ros.model.checkpoint import build_model
 from wsvs_ros.pipeline import STAGES, Segmenter
 from wsvs_ros.preprocess import encode_flow, frame_to_tensor, normalize_rgb
@@ -61,6 +62,35 @@ def test_labels_equal_the_network_argmax_resized_like_nearest_neighbour() -> Non
     expected = logits.argmax(1)[0].to(torch.uint8).numpy()
     expected = cv2.resize(expected, (96, 48), interpolation=cv2.INTER_NEAREST_EXACT)
     np.testing.assert_array_equal(result.labels, expected)
+
+
+class RampEngine:
+    """Logits whose road / sidewalk boundary is a blurry ramp centred on the middle column, whatever the image."""
+
+    device = torch.device("cpu")
+
+    def infer(self, rgb: torch.Tensor, flow: torch.Tensor) -> torch.Tensor:
+        height, width = rgb.shape[-2:]
+        sidewalk = torch.linspace(-1.0, 1.0, width).expand(1, 1, height, width)
+        return torch.cat([-sidewalk, sidewalk, torch.full((1, len(DRIVE) - 2, height, width), -9.0)], 1)
+
+
+@pytest.mark.parametrize("iterations", [0, 5])
+def test_the_crf_moves_a_blurry_boundary_onto_the_image_edge(iterations: int) -> None:
+    spec = tiny_spec()  # 64 x 32: the camera frame below is at the model's input size
+    seg = Segmenter(RampEngine(), spec, flow=make_flow(spec), crf_iterations=iterations)
+    image = np.zeros((32, 64, 3), np.uint8)
+    image[:, 20:] = (230, 210, 30)  # a sharp colour edge at column 20, not at the network's column 32
+    (result,) = seg.push(image, stamp=0.0)
+    boundary = 20 if iterations else 32
+    assert (result.labels[:, :boundary] == 0).all() and (result.labels[:, boundary:] == 1).all()
+    assert result.timings_ms["crf"] > 0 or not iterations
+
+
+def test_a_negative_crf_iteration_count_is_refused() -> None:
+    spec = tiny_spec()
+    with pytest.raises(ValueError, match="crf_iterations must be an integer >= 0"):
+        Segmenter(RampEngine(), spec, flow=make_flow(spec), crf_iterations=-1)
 
 
 def test_centered_window_returns_frames_late_and_flush_drains_the_rest() -> None:

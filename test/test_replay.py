@@ -166,7 +166,7 @@ def test_replay_writes_the_node_topics_with_the_input_stamps_and_bag_times(
     assert set(stats) >= STATS_KEYS
     assert (stats["frames"], stats["published"], stats["skipped_bad"]) == (N, N, 0)
     assert (stats["flows_computed"], stats["resets"]) == (N - 1, 0)
-    assert set(stats["stage_ms"]) == {"decode", "preprocess", "flow", "network", "postprocess", "total"}
+    assert set(stats["stage_ms"]) == {"decode", "preprocess", "flow", "network", "crf", "postprocess", "total"}
     assert 0 < stats["latency_ms"]["p50"] <= stats["latency_ms"]["p95"]
     assert (stats["backend"], stats["device"], stats["topic"]) == ("torch", "cpu", TOPIC)
     assert stats["model"] == str(tiny_checkpoint.resolve()) and stats["wall_s"] > 0

@@ -28,8 +28,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from training.crf import dense_crf
 from training.data import Clip, FlowCache, has_full_window, load_label_map, read_rgb, window_flows
+from wsvs_ros.crf import dense_crf
 from wsvs_ros.labels import VOID_ID, LabelSet, get_label_set
 from wsvs_ros.model.checkpoint import load_checkpoint
 from wsvs_ros.model.two_stream import TwoStreamNet

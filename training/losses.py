@@ -17,7 +17,7 @@ from torch import Tensor
 PROB_FLOOR = 1e-6
 """Smallest probability a logarithm sees. Far below what a network assigns while it learns, and large enough that
 1 - S stays representable in float32 (its resolution near 1 is 6e-8); below it the log is flat (zero gradient).
-The dense CRF's unary -log P (`training.crf`) uses the same floor through `safe_log`."""
+The dense CRF's unary -log P (`wsvs_ros.crf.UNARY_FLOOR`) is floored at the same value."""
 
 
 def safe_log(p: Tensor) -> Tensor:
@@ -169,7 +169,7 @@ def crf_kl_loss(logits: Tensor, crf_probs: Tensor) -> Tensor:
 
     Args:
         logits: (B, C, H, W) network scores.
-        crf_probs: (B, C, H, W) CRF marginals Q, e.g. from `training.crf.dense_crf`; no gradient flows into it.
+        crf_probs: (B, C, H, W) CRF marginals Q, e.g. from `wsvs_ros.crf.dense_crf`; no gradient flows into it.
 
     Returns:
         Scalar, the mean over the B * H * W pixels.

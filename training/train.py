@@ -28,10 +28,10 @@ import torch.nn.functional as F
 import yaml
 from tqdm import tqdm
 
-from training.crf import dense_crf
 from training.data import DATASETS, Clip, FlowCache, WeakDataset, dataset_clips
 from training.heatmaps import HeatmapCache, heatmap_source
 from training.losses import binary_masks, crf_kl_loss, heatmap_loss, tag_loss
+from wsvs_ros.crf import dense_crf
 from wsvs_ros.flow import make_flow
 from wsvs_ros.labels import LabelSet, get_label_set
 from wsvs_ros.model.checkpoint import build_model, save_checkpoint

@@ -18,10 +18,11 @@ import torch
 from tqdm import tqdm
 
 from wsvs_ros.labels import DRIVE
+from wsvs_ros.pipeline import STAGES as SEGMENTER_STAGES
 from wsvs_ros.spec import ModelSpec
 from wsvs_ros.stats import summarize, with_decode
 
-STAGES = ("decode", "preprocess", "flow", "network", "postprocess", "total")
+STAGES = ("decode", *SEGMENTER_STAGES, "total")
 
 
 @dataclass(frozen=True)
@@ -39,6 +40,7 @@ class BenchConfig:
     flow_params: dict[str, Any] = field(default_factory=dict)  # the flow backend's keyword arguments
     flow_length: int = 10
     cuda_graph: bool = True  # replay the torch flow and the torch network as CUDA graphs on CUDA devices
+    crf_iterations: int = 0  # dense-CRF post-processing (`Segmenter`), 0 = off
 
 
 def moving_scene(frames: int, size: tuple[int, int], *, seed: int = 0) -> list[bytes]:
@@ -98,7 +100,7 @@ def run_bench(cfg: BenchConfig, *, progress: bool = True) -> dict[str, Any]:
         else:
             raise ValueError(f"unknown backend {cfg.backend!r} (torch, onnxruntime)")
         graphed = cfg.cuda_graph and device.type == "cuda" and cfg.flow == "torch"
-        seg = Segmenter(engine, spec, flow=make_flow(spec), cuda_graph=graphed)
+        seg = Segmenter(engine, spec, flow=make_flow(spec), cuda_graph=graphed, crf_iterations=cfg.crf_iterations)
         if device.type == "cuda":
             torch.cuda.reset_peak_memory_stats(device)
         seg.warm_up()
@@ -127,6 +129,7 @@ def run_bench(cfg: BenchConfig, *, progress: bool = True) -> dict[str, Any]:
         "cuda_graph": graphed,
         "width": cfg.width,
         "output_stride": cfg.output_stride,
+        "crf_iterations": cfg.crf_iterations,
         "params": params,
         "input_size": f"{cfg.input_size[0]}x{cfg.input_size[1]}",
         "camera_size": f"{cfg.camera_size[0]}x{cfg.camera_size[1]}",
@@ -143,7 +146,7 @@ def format_report(r: dict[str, Any]) -> str:
     lines = [
         f"wsvs bench: {r['frames']} frames (after warm-up), camera {r['camera_size']} -> input {r['input_size']}, "
         f"L={r['flow_length']}, width {r['width']}, output stride {r['output_stride']} "
-        f"({r['params'] / 1e6:.1f} M params)",
+        f"({r['params'] / 1e6:.1f} M params), CRF iterations {r['crf_iterations']}",
         f"  {r['backend']} {r['precision']} on {r['device']} ({r['device_name']}), flow: {r['flow']} {r['flow_params']}"
         f"{' (CUDA graph)' if r['cuda_graph'] else ''}, "
         f"flows computed: {r['flows_computed']} for {r['frames_pushed']} frames",

@@ -38,6 +38,21 @@ def _positive_float(text: str) -> float:
     return value
 
 
+def _non_negative_int(text: str) -> int:
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be >= 0, got {text}")
+    return value
+
+
+def _add_crf_argument(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--crf-iterations", type=_non_negative_int, default=0, metavar="N",
+        help="refine masks with N mean-field steps of a dense CRF, the paper's test-time post-processing "
+        "(5: densecrf's default; 0: off, the default)",
+    )  # fmt: skip
+
+
 def _cmd_bench(args: argparse.Namespace) -> int:
     from wsvs_ros.bench import BenchConfig, format_report, run_bench
 
@@ -46,6 +61,7 @@ def _cmd_bench(args: argparse.Namespace) -> int:
         width=args.width, output_stride=args.output_stride, backend=args.backend, device=args.device,
         precision=args.precision, flow=args.flow,
         flow_params=args.flow_params, flow_length=args.flow_length, cuda_graph=not args.no_cuda_graph,
+        crf_iterations=args.crf_iterations,
     )  # fmt: skip
     report = run_bench(cfg, progress=not args.json)
     print(json.dumps(report) if args.json else format_report(report))
@@ -71,7 +87,7 @@ def _cmd_replay(args: argparse.Namespace) -> int:
     stats = replay_bag(
         args.bag, args.out, topic=args.topic, model=args.model or default_model(), backend=args.backend,
         device=args.device, publish_classes=args.classes, png_every=args.png_every, max_gap=args.max_gap,
-        force=args.force, progress=sys.stderr.isatty(),
+        crf_iterations=args.crf_iterations, force=args.force, progress=sys.stderr.isatty(),
     )  # fmt: skip
     print(format_summary(stats, args.out))
     return 0
@@ -83,7 +99,7 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     # A demo output folder is replaced on the next run (replay only ever replaces folders it wrote itself).
     stats = replay_bag(
         sample_drive(), args.out, model=args.model or default_model(), backend=args.backend, device=args.device,
-        force=True, progress=sys.stderr.isatty(),
+        crf_iterations=args.crf_iterations, force=True, progress=sys.stderr.isatty(),
     )  # fmt: skip
     print(format_summary(stats, args.out))
     return 0
@@ -141,6 +157,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--flow-length", type=int, default=10, help="L, flows stacked per frame")
     p.add_argument("--no-cuda-graph", action="store_true", help="run flow and network eagerly on CUDA (for comparison)")
+    _add_crf_argument(p)
     p.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
     p.set_defaults(func=_cmd_bench)
 
@@ -154,6 +171,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", help="a .pt checkpoint or .onnx instead of the shipped default model")
     p.add_argument("--backend", choices=("torch", "onnxruntime", "tensorrt"), default="torch")
     p.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
+    _add_crf_argument(p)
     p.set_defaults(func=_cmd_demo)
 
     p = sub.add_parser("replay", help="segment a bag's camera topic offline: masks bag, overlay video, PNGs, stats")
@@ -171,6 +189,7 @@ def build_parser() -> argparse.ArgumentParser:
         default=DEFAULT_MAX_GAP_S,
         help="seconds between frames that restart the flow",
     )
+    _add_crf_argument(p)
     p.add_argument("--force", action="store_true", help="replace --out if it holds an earlier replay's output")
     p.set_defaults(func=_cmd_replay)
 

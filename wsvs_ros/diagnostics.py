@@ -5,7 +5,7 @@ and `ros2 topic echo /diagnostics` scripts can rely on them:
 
     fps, received, published, dropped, skipped_bad, resets, flows_computed, warming,
     latency_<stage>_mean_ms, latency_<stage>_p95_ms   for each stage the results reported (decode, preprocess,
-                                                      flow, network, postprocess) and "total"
+                                                      flow, network, crf, postprocess) and "total"
 """
 
 from __future__ import annotations

@@ -80,6 +80,12 @@ PARAMETERS: tuple[ParamInfo, ...] = (
         "meaningless); 0.0 never restarts on a gap.",
     ),
     ParamInfo(
+        "crf_iterations",
+        0,
+        "Mean-field steps of the dense CRF that refines each mask along image edges (the paper's test-time "
+        "post-processing; 5 is densecrf's default). 0: off. Costs more than the network on a CPU.",
+    ),
+    ParamInfo(
         "cuda_graph",
         True,
         "On CUDA: replay each frame's torch flow and torch network as captured CUDA graphs (the flow about 7x "
@@ -124,6 +130,7 @@ class NodeConfig:
     publish_classes: tuple[str, ...]
     publish_overlay: bool
     max_gap: float
+    crf_iterations: int
     cuda_graph: bool
     qos_reliability: str
     queue_size: int
@@ -145,6 +152,8 @@ class NodeConfig:
             raise ValueError(f"publish_classes must be class names, got {list(self.publish_classes)}")
         if not (math.isfinite(self.max_gap) and self.max_gap >= 0):
             raise ValueError(f"max_gap must be seconds >= 0 (0.0: never restart on a gap), got {self.max_gap}")
+        if self.crf_iterations < 0:
+            raise ValueError(f"crf_iterations must be >= 0 (0: no CRF, 5: the usual), got {self.crf_iterations}")
         _one_of("qos_reliability", self.qos_reliability, RELIABILITIES)
         if self.queue_size < 1:
             raise ValueError(f"queue_size must be at least 1 (1 = newest frame wins), got {self.queue_size}")
@@ -245,7 +254,7 @@ def load_model(config: NodeConfig) -> LoadedModel:
     try:
         segmenter = open_segmenter(
             path, backend=config.backend, device=config.device, precision=config.precision,
-            max_gap=config.max_gap_s, cuda_graph=config.cuda_graph,
+            max_gap=config.max_gap_s, cuda_graph=config.cuda_graph, crf_iterations=config.crf_iterations,
             build_engine_if_missing=config.build_engine_if_missing,
         )  # fmt: skip
     except _ENGINE_ERRORS as e:

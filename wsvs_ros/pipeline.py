@@ -11,6 +11,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from wsvs_ros.crf import dense_crf
 from wsvs_ros.cuda_graph import CudaGraphed
 from wsvs_ros.engine import Engine, open_engine
 from wsvs_ros.flow import make_flow
@@ -19,7 +20,7 @@ from wsvs_ros.preprocess import encode_flow, frame_to_tensor, normalize_rgb
 from wsvs_ros.spec import ModelSpec
 from wsvs_ros.timing import StageTimer
 
-STAGES = ("preprocess", "flow", "network", "postprocess")
+STAGES = ("preprocess", "flow", "network", "crf", "postprocess")  # "crf" is 0 ms when it is off
 
 
 @dataclass(frozen=True)
@@ -28,7 +29,7 @@ class SegmentResult:
 
     Attributes:
         labels: (H, W) uint8 class ids at the camera's size.
-        confidence: (H, W) float32 softmax probability of the chosen class.
+        confidence: (H, W) float32 probability of the chosen class (softmax, or the CRF's marginal with the CRF).
         stamp: the frame's stamp in seconds (a centered window returns frame t L/2 frames later, with t's stamp).
         warming: fewer than L real flows were available (the missing ones were zeros).
         timings_ms: milliseconds per stage of the push that produced it (`STAGES` and "total").
@@ -59,6 +60,11 @@ class Segmenter:
         max_gap: seconds between frames above which the flow window restarts (None: never).
         cuda_graph: on CUDA, replay the flow (and its encoding) as one captured CUDA graph per frame; needs a
             capturable flow (`TorchFlow` is; `OpenCVFlow` is not).
+        crf_iterations: mean-field steps of the dense CRF that refines the network's probabilities on the frame at
+            the model's input size, the paper's test-time post-processing (`wsvs_ros.crf`); 0 switches it off.
+            Costs more than the network on a CPU (wsvs_ros/data/default_model.md has the figures).
+    Raises:
+        ValueError: crf_iterations is negative.
     """
 
     def __init__(
@@ -69,8 +75,12 @@ class Segmenter:
         flow: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
         max_gap: float | None = None,
         cuda_graph: bool = False,
+        crf_iterations: int = 0,
     ):
+        if not isinstance(crf_iterations, int) or crf_iterations < 0:
+            raise ValueError(f"crf_iterations must be an integer >= 0 (0: no CRF), got {crf_iterations!r}")
         self.engine = engine
+        self.crf_iterations = crf_iterations
         self.spec = spec
         self.device = engine.device
 
@@ -142,7 +152,11 @@ class Segmenter:
         for sample in samples:
             logits = self.engine.infer(normalize_rgb(sample.frame, self.spec), sample.flows)
             timer.mark("network")
-            labels, confidence = self._postprocess(logits, sample.payload.camera_hw)
+            probs = logits.float().softmax(dim=1)
+            if self.crf_iterations:
+                probs = dense_crf(probs, sample.frame, iterations=self.crf_iterations)
+            timer.mark("crf")
+            labels, confidence = self._postprocess(probs, sample.payload.camera_hw)
             timer.mark("postprocess")
             results.append(
                 SegmentResult(
@@ -161,8 +175,8 @@ class Segmenter:
         """Make `device` current on CUDA, so graphs are captured and events recorded on its streams (cuda:N)."""
         return torch.cuda.device(self.device) if self.device.type == "cuda" else contextlib.nullcontext()
 
-    def _postprocess(self, logits: torch.Tensor, camera_hw: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
-        confidence, labels = logits.float().softmax(dim=1).max(dim=1)
+    def _postprocess(self, probs: torch.Tensor, camera_hw: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
+        confidence, labels = probs.max(dim=1)
         labels, confidence = labels[0].to(torch.uint8), confidence[0]
         height, width = labels.shape
         if (height, width) != camera_hw:
@@ -191,6 +205,7 @@ def open_segmenter(
     max_gap: float | None = None,
     cuda_graph: bool = True,
     build_engine_if_missing: bool = False,
+    crf_iterations: int = 0,
 ) -> Segmenter:
     """A `Segmenter` for a model file, set up the same way for the node, replay and the demo.
 
@@ -202,4 +217,6 @@ def open_segmenter(
         build_engine_if_missing=build_engine_if_missing, cuda_graph=cuda_graph,
     )  # fmt: skip
     graphed = cuda_graph and engine.device.type == "cuda" and spec.flow_method == "torch"
-    return Segmenter(engine, spec, flow=make_flow(spec), max_gap=max_gap, cuda_graph=graphed)
+    return Segmenter(
+        engine, spec, flow=make_flow(spec), max_gap=max_gap, cuda_graph=graphed, crf_iterations=crf_iterations
+    )

@@ -123,6 +123,7 @@ def replay_bag(
     publish_classes: Sequence[str] = DEFAULT_MASK_CLASSES,
     png_every: int = 10,
     max_gap: float | None = DEFAULT_MAX_GAP_S,
+    crf_iterations: int = 0,
     force: bool = False,
     progress: bool = True,
 ) -> dict[str, Any]:
@@ -137,6 +138,7 @@ def replay_bag(
         publish_classes: classes that get a `mask/<class>` topic (names or aliases of the model's label set).
         png_every: write every n-th overlay as a PNG (0: none).
         max_gap: seconds between frames above which the flow window restarts (None: never), as for the node.
+        crf_iterations: dense-CRF post-processing steps, as for the node (0: off).
         force: replace an existing `out_dir` that holds an earlier replay's output.
         progress: show a progress bar over the topic's messages.
 
@@ -144,7 +146,8 @@ def replay_bag(
         The figures written to `stats.json`: frames (messages on the topic), published, skipped_bad
         (undecodable), flows_computed, resets, warming (results with fewer than L real flows), latency_ms,
         stage_ms and write_ms ({mean, p50, p95} in ms), fps (results per wall-clock second), wall_s, warm_up_s,
-        and what ran (bag, topic, msgtype, frame_size, model, backend, device, spec, max_gap_s, outputs).
+        and what ran (bag, topic, msgtype, frame_size, model, backend, device, spec, max_gap_s, crf_iterations,
+        outputs).
 
     Raises:
         FileNotFoundError: no such bag or model file.
@@ -169,7 +172,9 @@ def replay_bag(
             raise ValueError(f"topic {topic} carries {reader.topics[topic].msgtype}, not {' or '.join(IMAGE_TYPES)}")
         fps = estimate_fps(*_probe_times(reader, connections))
 
-        segmenter = open_segmenter(model, backend=backend, device=device, max_gap=max_gap)
+        segmenter = open_segmenter(
+            model, backend=backend, device=device, max_gap=max_gap, crf_iterations=crf_iterations
+        )
         spec = segmenter.spec
         label_set = get_label_set(spec.label_set)
         mask_classes = resolve_classes(label_set, publish_classes)
@@ -243,6 +248,7 @@ def replay_bag(
                     "flow_method": spec.flow_method,
                 },
                 "max_gap_s": max_gap,
+                "crf_iterations": crf_iterations,
                 "outputs": writer.outputs(),
             }
             (work / STATS_FILE).write_text(json.dumps(figures, indent=2) + "\n")

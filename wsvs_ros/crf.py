@@ -13,6 +13,10 @@ Two ways to apply the kernels, one mean-field loop:
 - lattice: the permutohedral lattice of Adams, Baek & Davis (Eurographics 2010), the approximation Krähenbühl &
   Koltun use, for image resolution (512 x 256 x 19 classes: about 0.5 s on two CPU cores); O(N d^2), not O(N^2).
   It reproduces densecrf's marginals to float32 rounding.
+
+Two users: training's CRF loss (paper 3.2.1, on the score map) and the paper's test-time refinement of the network's
+output (paper 4.2, "we further applied a dense CRF"), which `Segmenter` runs when `crf_iterations` > 0. Plain torch,
+so it runs wherever the network's output already is, CPU or CUDA.
 """
 
 from __future__ import annotations
@@ -25,7 +29,9 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from training.losses import safe_log
+UNARY_FLOOR = 1e-6
+"""Smallest probability the unary -log P sees: a probability of 0 would be an infinite unary, which no pairwise
+message could overrule. Training's `PROB_FLOOR` has the same value."""
 
 EXACT_MAX_PIXELS = 1024
 """Largest H * W for which `dense_crf` picks the exact path by default; beyond it the lattice is faster on CPU."""
@@ -82,10 +88,10 @@ def dense_crf(
 ) -> Tensor:
     """Mean-field marginals of a fully connected CRF whose unaries are -log(probs).
 
-    Runs without autograd: the output is a target (see `training.losses.crf_kl_loss`), not part of the graph.
+    Runs without autograd: the output is a target of training's CRF loss or a refined prediction, not part of a graph.
 
     Args:
-        probs: (B, C, H, W) class probabilities per pixel (a softmax); floored at `training.losses.PROB_FLOOR`
+        probs: (B, C, H, W) class probabilities per pixel (a softmax); floored at `UNARY_FLOOR`
             for the log.
         image: (B, 3, H, W) colour image at the same H, W, uint8 or float in the 0..255 range.
         params: kernel weights and widths; spatial widths are in full-resolution pixels.
@@ -132,7 +138,7 @@ def dense_crf(
         if params.smoothness_weight > 0:
             features = position / (params.theta_gamma * scale)
             kernels.append((params.smoothness_weight, _normalized(build(features), features)))
-        log_unary = safe_log(probs.to(dtype)).flatten(2).transpose(1, 2)  # -U, (B, N, C)
+        log_unary = probs.to(dtype).clamp_min(UNARY_FLOOR).log().flatten(2).transpose(1, 2)  # -U, (B, N, C)
         q = log_unary.softmax(dim=2)
         for _ in range(iterations):  # mean field, K&K Algorithm 1
             # Potts: the penalty sum_j k_ij (1 - Q_j(l)) equals -sum_j k_ij Q_j(l) up to a per-pixel constant.
