@@ -105,13 +105,16 @@ class Segmenter:
         return self.window.resets
 
     def warm_up(self) -> None:
-        """Run the flow and the network once on blank input, so the first real frame is not slow (cuDNN, allocs)."""
+        """Run the flow, the network and the CRF once on blank input, so the first real frame is not slow (cuDNN,
+        allocations)."""
         h, w = self.spec.input_height, self.spec.input_width
         with self._on_device():
             frame = torch.zeros(1, 3, h, w, device=self.device)
             flows = torch.zeros(1, 2 * self.spec.flow_length, h, w, device=self.device)
             self.window.flow_fn(frame, frame)  # also captures the CUDA graphs, if any, before the first real frame
-            self.engine.infer(normalize_rgb(frame, self.spec), flows)
+            logits = self.engine.infer(normalize_rgb(frame, self.spec), flows)
+            if self.crf_iterations:  # cuSPARSE and the lattice's kernels initialise on their first call
+                dense_crf(logits.float().softmax(dim=1), frame, iterations=1)
             if self.device.type == "cuda":
                 torch.cuda.synchronize(self.device)
 
