@@ -155,11 +155,11 @@ class Segmenter:
         for sample in samples:
             logits = self.engine.infer(normalize_rgb(sample.frame, self.spec), sample.flows)
             timer.mark("network")
-            probs = logits.float().softmax(dim=1)
+            refined = None
             if self.crf_iterations:
-                probs = dense_crf(probs, sample.frame, iterations=self.crf_iterations)
+                refined = dense_crf(logits.float().softmax(dim=1), sample.frame, iterations=self.crf_iterations)
             timer.mark("crf")
-            labels, confidence = self._postprocess(probs, sample.payload.camera_hw)
+            labels, confidence = self._postprocess(logits, refined, sample.payload.camera_hw)
             timer.mark("postprocess")
             results.append(
                 SegmentResult(
@@ -178,7 +178,11 @@ class Segmenter:
         """Make `device` current on CUDA, so graphs are captured and events recorded on its streams (cuda:N)."""
         return torch.cuda.device(self.device) if self.device.type == "cuda" else contextlib.nullcontext()
 
-    def _postprocess(self, probs: torch.Tensor, camera_hw: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
+    def _postprocess(
+        self, logits: torch.Tensor, refined: torch.Tensor | None, camera_hw: tuple[int, int]
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Labels and confidence at the camera's size from the CRF's marginals if it ran, else the logits."""
+        probs = logits.float().softmax(dim=1) if refined is None else refined
         confidence, labels = probs.max(dim=1)
         labels, confidence = labels[0].to(torch.uint8), confidence[0]
         height, width = labels.shape
