@@ -217,6 +217,22 @@ def test_a_looped_bag_restarts_the_flow_window_and_keeps_segmenting(
     assert graph.spin_until(lambda: graph.latest_status().get("resets") == "2"), graph.latest_status()
 
 
+def test_the_crf_refines_every_frame_when_asked_and_its_latency_is_reported(
+    graph_factory: Callable[..., Graph], tmp_path: Path
+) -> None:
+    graph = graph_factory(model=str(save_tiny_model(tmp_path)), qos_reliability="reliable", crf_iterations=2)
+    assert graph.segmenter.config.crf_iterations == 2
+    graph.prime()
+    for i in range(3):
+        graph.camera.publish(camera_frame(FIRST_TEST_SEC + i / 10))
+        assert graph.spin_until(lambda i=i: len(graph.under_test(graph.labels)) == i + 1), f"no labels for frame {i}"
+
+    def crf_timed() -> bool:
+        return float(graph.latest_status().get("latency_crf_mean_ms", "0")) > 0
+
+    assert graph.spin_until(crf_timed), graph.latest_status()
+
+
 def test_compressed_frames_are_read_from_the_image_transport_topic(
     graph_factory: Callable[..., Graph], tmp_path: Path
 ) -> None:
