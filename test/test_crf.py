@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
+from wsvs_ros import crf as crf_module
 from wsvs_ros.crf import CRFParams, dense_crf
 
 PATHS = pytest.mark.parametrize("exact", [True, False], ids=["exact", "lattice"])
@@ -79,6 +80,20 @@ def test_scale_shrinks_the_spatial_kernels_to_the_crf_grid(exact: bool, device: 
     image = torch.full((1, 3, 12, 12), 128, dtype=torch.uint8, device=device)
     assert bool((dense_crf(two_class(p1), image, exact=exact).argmax(dim=1) == 0).all())
     assert dense_crf(two_class(p1), image, scale=0.002, exact=exact).argmax(dim=1)[0, 5, 6].item() == 1
+
+
+def test_the_kept_smoothness_kernel_follows_size_scale_and_path(device: torch.device) -> None:
+    # The position-only kernel is built once per grid and kept; a new size, scale or path must not reuse a stale one.
+    calls = [((10, 14), 1.0, True), ((12, 9), 1.0, True), ((10, 14), 0.1, True), ((10, 14), 1.0, False)] * 2
+    inputs = {hw: (torch.rand(1, 3, *hw, device=device).softmax(1), torch.rand(1, 3, *hw, device=device) * 255)
+              for hw, _, _ in calls}  # fmt: skip
+    smoothness_only = CRFParams(appearance_weight=0.0)
+    for hw, scale, exact in calls:
+        probs, image = inputs[hw]
+        kept = dense_crf(probs, image, params=smoothness_only, scale=scale, exact=exact)
+        crf_module._smoothness_filter.cache_clear()
+        fresh = dense_crf(probs, image, params=smoothness_only, scale=scale, exact=exact)
+        torch.testing.assert_close(kept, fresh)
 
 
 def test_exact_and_lattice_paths_agree_at_a_small_size(device: torch.device) -> None:

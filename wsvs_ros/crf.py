@@ -21,6 +21,7 @@ so it runs wherever the network's output already is, CPU or CUDA.
 
 from __future__ import annotations
 
+import functools
 import math
 import warnings
 from collections.abc import Callable
@@ -136,8 +137,10 @@ def dense_crf(
             features = torch.cat([position / (params.theta_alpha * scale), colour], dim=2)
             kernels.append((params.appearance_weight, _normalized(build(features), features)))
         if params.smoothness_weight > 0:
-            features = position / (params.theta_gamma * scale)
-            kernels.append((params.smoothness_weight, _normalized(build(features), features)))
+            smoothness = _smoothness_filter(
+                batch, height, width, params.theta_gamma * scale, dtype, probs.device, exact
+            )
+            kernels.append((params.smoothness_weight, smoothness))
         log_unary = probs.to(dtype).clamp_min(UNARY_FLOOR).log().flatten(2).transpose(1, 2)  # -U, (B, N, C)
         q = log_unary.softmax(dim=2)
         for _ in range(iterations):  # mean field, K&K Algorithm 1
@@ -145,6 +148,16 @@ def dense_crf(
             message = sum(weight * apply(q) for weight, apply in kernels)
             q = (log_unary + message).softmax(dim=2)
     return q.transpose(1, 2).reshape(batch, classes, height, width).to(probs.dtype)
+
+
+@functools.lru_cache(maxsize=8)
+def _smoothness_filter(
+    batch: int, height: int, width: int, theta: float, dtype: torch.dtype, device: torch.device, exact: bool
+) -> Filter:
+    """The normalised position-only kernel. It depends on the grid alone, not the image, so it is built once per
+    size and kept: a camera's frames all share it, and at 256x128 its lattice is a fifth of a CPU CRF's time."""
+    features = _pixel_positions(batch, height, width, dtype, device) / theta
+    return _normalized((_exact_filter if exact else _lattice_filter)(features), features)
 
 
 def _pixel_positions(batch: int, height: int, width: int, dtype: torch.dtype, device: torch.device) -> Tensor:
