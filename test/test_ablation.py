@@ -65,6 +65,7 @@ def test_ablation_trains_evaluates_and_tabulates_every_setup(base, tmp_path: Pat
     assert "| Setup | Mean IoU | Mean Class Acc. | Global Acc. |" in table
     assert all(f"| {name} |" in table for name in SETUPS)
     assert "wsvs-train ablation --out X" in table
+    assert f"({base.preset().describe()})" in table  # how it was trained, learning-rate schedule included
     flow_conv = "flow_stream.convs.0.weight"
     single = load_checkpoint(tmp_path / "Our-Heatmap/last.pt").model.state_dict()[flow_conv]
     two = load_checkpoint(tmp_path / "Two-Stream/last.pt").model.state_dict()[flow_conv]

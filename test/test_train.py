@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import dataclasses
 from pathlib import Path
 
 import cv2
@@ -81,6 +82,18 @@ def test_fit_writes_checkpoint_log_and_curve(drives: Path, tmp_path: Path) -> No
     loss = float(rows[0]["loss"])
     assert loss == pytest.approx(float(rows[0]["tag"]) + float(rows[0]["heatmap"]) + float(rows[0]["crf"]), abs=1e-4)
     assert (tmp_path / "run/loss_curve.png").stat().st_size > 1000
+
+
+def test_lr_schedule_overrides_reach_the_optimiser(drives: Path, tmp_path: Path) -> None:
+    config = tiny_config(drives, tmp_path / "run", iterations=5, lr=1e-3, lr_step=2, lr_gamma=0.1)
+    assert config.preset() == dataclasses.replace(OPTIMISERS["scratch"], lr=1e-3, step_size=2, gamma=0.1)
+    fit(config, command="t", progress=False)
+    with (tmp_path / "run/log.csv").open() as f:
+        lrs = [float(r["lr"]) for r in csv.DictReader(f)]
+    assert lrs == pytest.approx([1e-3, 1e-3, 1e-4, 1e-4, 1e-5])  # the rate each iteration trained with
+    for bad in ({"lr_step": 0}, {"lr_gamma": 0.0}, {"lr_gamma": 2.0}):
+        with pytest.raises(ValueError, match=next(iter(bad))):
+            tiny_config(drives, tmp_path / "bad", **bad)
 
 
 def test_resumed_run_equals_an_uninterrupted_one(drives: Path, tmp_path: Path) -> None:

@@ -100,8 +100,8 @@ def write_tables(out: Path, rows: list[dict[str, Any]], *, base: TrainConfig, co
         "",
         f"Trained on `{base.data}` split `{base.split}`, evaluated on split `{eval_split}` "
         f"({rows[0]['frames'] if rows else 0} frames with full flow windows); {base.iterations} iterations, "
-        f"batch {base.batch_size}, optimiser preset `{base.optimizer}`"
-        f"{'' if base.lr is None else f' (lr {base.lr:g})'}, width {base.width}, "
+        f"batch {base.batch_size}, optimiser preset `{base.optimizer}` ({base.preset().describe()}), "
+        f"width {base.width}, "
         f"output stride {base.output_stride}, {base.input_width}x{base.input_height}, "
         f"L={base.flow_length} ({base.window}), seed {base.seed}.",
         "",

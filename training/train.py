@@ -52,6 +52,10 @@ class OptimiserPreset:
     step_size: int = 10_000
     gamma: float = 0.1
 
+    def describe(self) -> str:
+        schedule = "constant" if self.gamma == 1 else f"x{self.gamma:g} every {self.step_size} iterations"
+        return f"{self.name}, lr {self.lr:g} {schedule}"
+
 
 OPTIMISERS: dict[str, OptimiserPreset] = {
     # Paper 4.2: SGD, lr 1e-5 divided by 10 every 10k iterations, momentum 0.9, weight decay 5e-4, batch 1
@@ -80,7 +84,8 @@ class TrainConfig:
         tag_weight, heatmap_weight, crf_weight: weights of the three loss terms (0 switches one off).
         heatmap_classes: classes whose heatmaps enter Eq. 4 (None: all classes).
         single_stream: train the RGB stream only (see module docstring).
-        optimizer: a key of OPTIMISERS; lr: overrides the preset's learning rate.
+        optimizer: a key of OPTIMISERS; lr, lr_step, lr_gamma: override the preset's learning rate and its
+            schedule (lr times lr_gamma every lr_step iterations).
         iterations, batch_size, seed: the run. lse_r: r of Eq. 3. mask_fraction: B_k threshold (paper: 0.2).
         crf_stride: the CRF runs on the logits average-pooled by this factor; crf_iterations: mean-field steps.
         checkpoint_every, log_every: iterations. threads: torch CPU threads. device: "cpu" or "cuda[:N]".
@@ -111,6 +116,8 @@ class TrainConfig:
     single_stream: bool = False
     optimizer: str = "scratch"
     lr: float | None = None
+    lr_step: int | None = None
+    lr_gamma: float | None = None
     iterations: int = 2000
     batch_size: int = 1
     seed: int = 0
@@ -131,6 +138,10 @@ class TrainConfig:
         for name in ("iterations", "batch_size", "crf_stride", "crf_iterations", "checkpoint_every", "log_every"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name}={getattr(self, name)} must be >= 1")
+        if self.lr_step is not None and self.lr_step < 1:
+            raise ValueError(f"lr_step={self.lr_step} must be >= 1")
+        if self.lr_gamma is not None and not 0 < self.lr_gamma <= 1:
+            raise ValueError(f"lr_gamma={self.lr_gamma} must be in (0, 1]")
         for name in ("tag_weight", "heatmap_weight", "crf_weight"):
             if not getattr(self, name) >= 0:
                 raise ValueError(f"{name}={getattr(self, name)} must be >= 0 (0 switches the term off)")
@@ -168,7 +179,12 @@ class TrainConfig:
 
     def preset(self) -> OptimiserPreset:
         preset = OPTIMISERS[self.optimizer]
-        return preset if self.lr is None else dataclasses.replace(preset, lr=self.lr)
+        return dataclasses.replace(
+            preset,
+            lr=preset.lr if self.lr is None else self.lr,
+            step_size=preset.step_size if self.lr_step is None else self.lr_step,
+            gamma=preset.gamma if self.lr_gamma is None else self.lr_gamma,
+        )
 
     def to_dict(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)
