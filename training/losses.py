@@ -14,10 +14,12 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-PROB_FLOOR = 1e-6
-"""Smallest probability a logarithm sees. Far below what a network assigns while it learns, and large enough that
-1 - S stays representable in float32 (its resolution near 1 is 6e-8); below it the log is flat (zero gradient).
-The dense CRF's unary -log P (`wsvs_ros.crf.UNARY_FLOOR`) is floored at the same value."""
+from wsvs_ros.crf import UNARY_FLOOR
+
+PROB_FLOOR = UNARY_FLOOR
+"""Smallest probability a logarithm sees (1e-6), the dense CRF's unary floor, so the CRF-KL target and the network's
+log-probabilities are capped alike. Far below what a network assigns while it learns, and large enough that 1 - S
+stays representable in float32 (its resolution near 1 is 6e-8); below it the log is flat (zero gradient)."""
 
 
 def safe_log(p: Tensor) -> Tensor:

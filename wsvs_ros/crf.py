@@ -32,7 +32,7 @@ from torch import Tensor
 
 UNARY_FLOOR = 1e-6
 """Smallest probability the unary -log P sees: a probability of 0 would be an infinite unary, which no pairwise
-message could overrule. Training's `PROB_FLOOR` has the same value."""
+message could overrule. Training's losses floor their logarithms at it too (`PROB_FLOOR`)."""
 
 EXACT_MAX_PIXELS = 1024
 """Largest H * W for which `dense_crf` picks the exact path by default; beyond it the lattice is faster on CPU."""
