@@ -424,7 +424,8 @@ LOG_FIELDS = ("iteration", "lr", "loss", "tag", "heatmap", "crf", "seconds")
 def fit(config: TrainConfig, *, command: str | None = None, progress: bool = True) -> Path:
     """Train to `config.iterations`, resuming from `out/train_state.pt` if it exists.
 
-    Writes out/last.pt (and out/iter_{N}.pt at each checkpoint), out/log.csv, out/loss_curve.png.
+    Writes out/last.pt and out/train_state.pt every `checkpoint_every` iterations (each replaced atomically; an
+    interrupted run resumes from the last state written), out/log.csv and, at the end, out/loss_curve.png.
     Returns the path of the final checkpoint.
     """
     out = Path(config.out)
