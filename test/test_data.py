@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import torch
 from conftest import tiny_spec
-from weak_fixtures import write_tiny_drives
+from weak_fixtures import write_during_first_save, write_tiny_drives
 
 from training import data
 from training.data import (
@@ -242,6 +242,19 @@ def test_cached_flows_are_read_back_not_recomputed(tmp_path: Path, monkeypatch: 
 
     monkeypatch.setattr(data, "pair_flows", fail)
     torch.testing.assert_close(cache.get(clip)[1], flows)
+
+
+def test_two_runs_sharing_the_cache_can_write_the_same_clip_at_once(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    write_tiny_drives(tmp_path / "d", clips=2, frames=3)
+    [clip] = synth_clips(tmp_path / "d", "train")
+    mine, theirs = FlowCache(tmp_path / "cache", tiny_spec()), FlowCache(tmp_path / "cache", tiny_spec())
+    interleaved = write_during_first_save(monkeypatch, lambda: theirs.get(clip)[1])
+    flows = mine.get(clip)[1]
+    torch.testing.assert_close(interleaved[0], flows)
+    torch.testing.assert_close(FlowCache(tmp_path / "cache", tiny_spec()).get(clip)[1], flows)
+    assert [p.name for p in mine.dir.iterdir()] == [mine.path(clip).name]  # no temporary file left behind
 
 
 def test_a_regenerated_dataset_is_not_served_the_old_flows(tmp_path: Path) -> None:

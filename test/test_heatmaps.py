@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 from conftest import tiny_spec
-from weak_fixtures import noisy_colour, write_iconic, write_tiny_drives
+from weak_fixtures import noisy_colour, write_during_first_save, write_iconic, write_tiny_drives
 
 from training.data import synth_clips
 from training.heatmaps import (
@@ -189,6 +189,21 @@ def test_a_clip_of_the_same_name_from_other_frames_gets_its_own_heatmaps(tmp_pat
     maps_a = HeatmapCache(tmp_path / "cache", source, tiny_spec(), files=[None]).clip_heatmaps(clip_a, [1])[1]
     maps_b = HeatmapCache(tmp_path / "cache", source, tiny_spec(), files=[None]).clip_heatmaps(clip_b, [1])[1]
     assert not torch.equal(maps_a, maps_b)
+
+
+def test_two_runs_sharing_the_cache_can_write_the_same_heatmaps_at_once(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    write_tiny_drives(tmp_path / "d", clips=2, frames=2)
+    [clip] = synth_clips(tmp_path / "d", "train")
+    torch.manual_seed(0)
+    iconic = VGGClassifier(((4,), (4,), (4,)), grid=5, hidden=8, num_outputs=len(DRIVE)).eval()
+    source = HeatmapSource(DRIVE, (fully_convolutional(iconic), DRIVE.names))
+    mine, theirs = (HeatmapCache(tmp_path / "cache", source, tiny_spec(), files=[None]) for _ in range(2))
+    interleaved = write_during_first_save(monkeypatch, lambda: theirs.clip_heatmaps(clip, [1])[1])
+    maps = mine.clip_heatmaps(clip, [1])[1]
+    torch.testing.assert_close(interleaved[0], maps)
+    assert [p.name for p in mine.dir.iterdir()] == [f"{clip.name}.pt"]  # no temporary file left behind
 
 
 def test_heatmap_scale_resizes_the_frame_not_the_heatmap() -> None:

@@ -2,13 +2,19 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
+from typing import TypeVar
 
 import cv2
 import numpy as np
+import pytest
+import torch
 
 from training.synth import write_drives
 from wsvs_ros.labels import DRIVE
+
+T = TypeVar("T")
 
 
 def write_tiny_drives(
@@ -36,3 +42,18 @@ def write_iconic(root: Path, images: dict[str, list[np.ndarray]]) -> None:
         (root / name).mkdir(parents=True, exist_ok=True)
         for i, rgb in enumerate(arrays):
             cv2.imwrite(str(root / name / f"{i:04d}.png"), cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
+
+
+def write_during_first_save(monkeypatch: pytest.MonkeyPatch, other_run: Callable[[], T]) -> list[T]:
+    """Make `other_run()` (another process writing the same cache file) run inside the first `torch.save`, after its
+    bytes are written and before the writer moves them into place; the returned list receives its result."""
+    save, saves, results = torch.save, [], []
+
+    def save_then_let_the_other_run_write(obj: object, f: object) -> None:
+        save(obj, f)
+        saves.append(f)
+        if len(saves) == 1:
+            results.append(other_run())
+
+    monkeypatch.setattr(torch, "save", save_then_let_the_other_run_write)
+    return results

@@ -39,6 +39,7 @@ import cv2
 import numpy as np
 import torch
 
+from wsvs_ros.atomic_file import atomic_write
 from wsvs_ros.flow import FlowWindow, make_flow
 from wsvs_ros.labels import CAMVID, CITYSCAPES, CITYSCAPES_LABEL_ID_TO_TRAIN_ID, DRIVE, VOID_ID, LabelSet
 from wsvs_ros.preprocess import encode_flow, frame_to_tensor
@@ -449,10 +450,8 @@ class FlowCache:
             if cached["frames"] == names and cached["key"] == self.key:
                 return first, cached["flows"]
         flows = pair_flows([read_rgb(p) for p in clip.frames[first : last + 1]], self.spec)
-        self.dir.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(".tmp")
-        torch.save({"frames": names, "key": self.key, "flows": flows}, tmp)
-        tmp.replace(path)
+        with atomic_write(path) as f:
+            torch.save({"frames": names, "key": self.key, "flows": flows}, f)
         return first, flows
 
 

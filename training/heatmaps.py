@@ -31,6 +31,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from training.data import Clip, frame_signatures, read_rgb
+from wsvs_ros.atomic_file import atomic_write
 from wsvs_ros.labels import LabelSet
 from wsvs_ros.model.two_stream import VGG16_BLOCKS, VGG16_FC_CHANNELS
 from wsvs_ros.model.vgg_init import IMAGENET_CLASSES, VGG16_STATE_SHAPES
@@ -435,9 +436,7 @@ class HeatmapCache:
             image = frame_to_tensor(read_rgb(clip.frames[i]), self.spec, torch.device("cpu"))
             cached[i] = self.source(image)[0].half()
         if missing:
-            self.dir.mkdir(parents=True, exist_ok=True)
-            tmp = path.with_suffix(".tmp")
-            torch.save({"frames": frames, "maps": cached}, tmp)
-            tmp.replace(path)
+            with atomic_write(path) as f:
+                torch.save({"frames": frames, "maps": cached}, f)
         self._memory[clip.frames] = cached
         return cached

@@ -31,6 +31,7 @@ from tqdm import tqdm
 from training.data import DATASETS, Clip, FlowCache, WeakDataset, dataset_clips
 from training.heatmaps import HeatmapCache, heatmap_source
 from training.losses import binary_masks, crf_kl_loss, heatmap_loss, tag_loss
+from wsvs_ros.atomic_file import atomic_write
 from wsvs_ros.crf import dense_crf
 from wsvs_ros.flow import make_flow
 from wsvs_ros.labels import LabelSet, get_label_set
@@ -501,9 +502,8 @@ def _save_state(path: Path, run: Training, config: TrainConfig, iteration: int) 
         # Dropout draws from the CUDA generators on a GPU; without their state a resumed run would differ.
         "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
     }
-    tmp = path.with_suffix(".tmp")
-    torch.save(state, tmp)
-    tmp.replace(path)
+    with atomic_write(path) as f:
+        torch.save(state, f)
 
 
 def plot_loss_curve(log_path: Path, png_path: Path) -> None:
