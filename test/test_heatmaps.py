@@ -191,6 +191,19 @@ def test_a_clip_of_the_same_name_from_other_frames_gets_its_own_heatmaps(tmp_pat
     assert not torch.equal(maps_a, maps_b)
 
 
+def test_several_heatmap_scales_average_their_heatmaps_and_have_their_own_cache(tmp_path: Path) -> None:
+    torch.manual_seed(0)
+    fcn = fully_convolutional(VGGClassifier(((4,), (4,), (4,)), grid=5, hidden=8, num_outputs=len(DRIVE)).eval())
+    frame = torch.rand(1, 3, 64, 128) * 255
+    one, two = (HeatmapSource(DRIVE, (fcn, DRIVE.names), scale=s) for s in (1.0, 2.0))
+    both = HeatmapSource(DRIVE, (fcn, DRIVE.names), scale=(1.0, 2.0))
+    torch.testing.assert_close(both(frame), (one(frame) + two(frame)) / 2)
+    dirs = {HeatmapCache(tmp_path, source, tiny_spec(), files=[None]).dir.name for source in (one, two, both)}
+    assert {d.rsplit("-", 1)[1] for d in dirs} == {"s1", "s2", "s1+2"}  # one scale keeps its old cache folder
+    with pytest.raises(ValueError, match=r"heatmap_scale=\(\) must be a number or a non-empty list"):
+        HeatmapSource(DRIVE, (fcn, DRIVE.names), scale=())
+
+
 def test_two_runs_sharing_the_cache_can_write_the_same_heatmaps_at_once(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -164,3 +164,14 @@ def test_config_from_yaml_names_unknown_keys_and_bad_values(tmp_path: Path) -> N
     assert (config.preset().lr, config.preset().momentum, config.preset().weight_decay) == (1e-5, 0.9, 5e-4)
     with pytest.raises(ValueError, match="needs heatmaps"):
         config_from_dict({"data": "d", "out": "o"})
+
+
+def test_heatmap_scale_may_be_a_list_and_survives_the_checkpoint(tmp_path: Path) -> None:
+    path = tmp_path / "c.yaml"
+    path.write_text(yaml.safe_dump({"data": "d", "out": "o", "heatmap_weight": 0, "heatmap_scale": [1, 2]}))
+    config = load_config(path)
+    assert config.heatmap_scale == (1, 2)
+    assert config.to_dict()["heatmap_scale"] == [1, 2]  # as YAML and the checkpoint's info store it
+    assert config_from_dict(config.to_dict()) == config  # a resumed run compares configs this way
+    with pytest.raises(ValueError, match=r"heatmap_scale=\(1, 8\) must be a number or a non-empty list"):
+        load_config(path, heatmap_scale=[1, 8])

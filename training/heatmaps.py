@@ -321,6 +321,22 @@ def load_iconic_classifier(path: str | Path) -> tuple[VGGClassifier, tuple[str, 
 # Heatmaps for a label set
 
 
+def heatmap_scales(scale: float | Sequence[float]) -> tuple[float, ...]:
+    """`heatmap_scale` (one factor or a list of them) as a tuple of factors.
+
+    Raises:
+        ValueError: naming heatmap_scale, unless it is a number or a non-empty list of numbers, each in [0.25, 4].
+    """
+    scales = tuple(scale) if isinstance(scale, (list, tuple)) else (scale,)
+    numbers = all(isinstance(s, (int, float)) and not isinstance(s, bool) for s in scales)
+    if not scales or not numbers or not all(0.25 <= s <= 4.0 for s in scales):
+        raise ValueError(
+            f"heatmap_scale={scale!r} must be a number or a non-empty list of numbers, each in [0.25, 4] (1 runs "
+            "the classifiers on the frame)"
+        )
+    return tuple(float(s) for s in scales)
+
+
 @dataclass
 class HeatmapSource:
     """Where each class's heatmap comes from.
@@ -332,17 +348,21 @@ class HeatmapSource:
         imagenet: the fully convolutional ImageNet VGG-16, or None (then every class uses `iconic`).
         scale: frames are resized by this factor before the classifiers see them, to bring a class to the size it
             had in the classifier's training images (a 2x upscale also halves the heatmap's stride in frame
-            pixels, which thin classes need). The heatmaps are returned at 1/HEATMAP_STRIDE of the frame either way.
+            pixels, which thin classes need). Several factors: the heatmaps of each are averaged, for classes seen
+            at several distances in one frame. The heatmaps are returned at 1/HEATMAP_STRIDE of the frame either way.
     """
 
     label_set: LabelSet
     iconic: tuple[nn.Module, tuple[str, ...]] | None
     imagenet: nn.Module | None = None
-    scale: float = 1.0
+    scale: float | tuple[float, ...] = 1.0
+
+    @property
+    def scales(self) -> tuple[float, ...]:
+        return heatmap_scales(self.scale)
 
     def __post_init__(self) -> None:
-        if not 0.25 <= self.scale <= 4.0:
-            raise ValueError(f"heatmap_scale={self.scale} must be in [0.25, 4] (1 runs the classifiers on the frame)")
+        heatmap_scales(self.scale)
         iconic_names = set(self.iconic[1]) if self.iconic else set()
         for c in self.label_set.classes:
             if not (self.imagenet is not None and c.imagenet_ids) and c.name not in iconic_names:
@@ -354,13 +374,16 @@ class HeatmapSource:
     @torch.no_grad()
     def __call__(self, image: torch.Tensor) -> torch.Tensor:
         """(B, 3, H, W) RGB 0..255 -> (B, C, H / 8, W / 8) heatmaps, one per class of the label set: one-vs-all
-        logits for iconic classes, summed ImageNet softmax probabilities (0..1) for the others."""
+        logits for iconic classes, summed ImageNet softmax probabilities (0..1) for the others; averaged over
+        the scales."""
+        maps = [self._at_scale(image, scale) for scale in self.scales]
+        return maps[0] if len(maps) == 1 else torch.stack(maps).mean(dim=0)
+
+    def _at_scale(self, image: torch.Tensor, scale: float) -> torch.Tensor:
         size = (image.shape[2] // HEATMAP_STRIDE, image.shape[3] // HEATMAP_STRIDE)
         x = _normalise(image.float())
-        if self.scale != 1.0:
-            x = F.interpolate(
-                x, scale_factor=self.scale, mode="bilinear", align_corners=False, antialias=self.scale < 1
-            )
+        if scale != 1.0:
+            x = F.interpolate(x, scale_factor=scale, mode="bilinear", align_corners=False, antialias=scale < 1)
         maps: dict[str, torch.Tensor] = {}
         if self.iconic is not None:
             fcn, names = self.iconic
@@ -383,7 +406,7 @@ def heatmap_source(
     *,
     iconic_path: str | Path | None,
     vgg16_path: str | Path | None = None,
-    scale: float = 1.0,
+    scale: float | tuple[float, ...] = 1.0,
 ) -> HeatmapSource:
     """Build the heatmap source from a `wsvs-train classifiers` file and optionally an ImageNet VGG-16 file."""
     iconic = None
@@ -403,7 +426,7 @@ def _file_digest(paths: Sequence[str | Path | None]) -> str:
 
 class HeatmapCache:
     """Heatmaps of every class per training frame, under
-    `root/heatmaps-v{version}-{classifier digest}-{W}x{H}-s{scale}/{clip}.pt`.
+    `root/heatmaps-v{version}-{classifier digest}-{W}x{H}-s{scales joined by +}/{clip}.pt`.
 
     Each file also records the frames it was computed from (`frame_signatures`); a clip whose frames changed
     (another dataset with the same clip names, or the same one regenerated) is recomputed.
@@ -419,7 +442,8 @@ class HeatmapCache:
         self.source = source
         self.spec = spec
         size = f"{spec.input_width}x{spec.input_height}"
-        self.dir = Path(root) / f"heatmaps-v{HEATMAP_VERSION}-{_file_digest(files)}-{size}-s{source.scale:g}"
+        scales = "+".join(f"{s:g}" for s in source.scales)  # "2" for one scale, as before scales could be several
+        self.dir = Path(root) / f"heatmaps-v{HEATMAP_VERSION}-{_file_digest(files)}-{size}-s{scales}"
         self._memory: dict[tuple[Path, ...], dict[int, torch.Tensor]] = {}
 
     def clip_heatmaps(self, clip: Clip, indices: Sequence[int]) -> dict[int, torch.Tensor]:

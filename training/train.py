@@ -29,7 +29,7 @@ import yaml
 from tqdm import tqdm
 
 from training.data import DATASETS, Clip, FlowCache, WeakDataset, dataset_clips
-from training.heatmaps import HeatmapCache, heatmap_source
+from training.heatmaps import HeatmapCache, heatmap_scales, heatmap_source
 from training.losses import binary_masks, crf_kl_loss, heatmap_loss, tag_loss
 from wsvs_ros.atomic_file import atomic_write
 from wsvs_ros.crf import dense_crf
@@ -81,7 +81,8 @@ class TrainConfig:
         iconic: one-vs-all classifier file from `wsvs-train classifiers`; vgg16: ImageNet VGG-16 state dict for
             foreground heatmaps (None: every class from `iconic`); init_vgg16: VGG-16 file to initialise the
             network (paper 4.2; width 1.0 only), None trains from scratch.
-        heatmap_scale: frames are resized by this factor before the classifiers make heatmaps (`HeatmapSource`).
+        heatmap_scale: frames are resized by this factor before the classifiers make heatmaps, or by each of a
+            list of factors with the heatmaps averaged (`HeatmapSource`).
         tag_weight, heatmap_weight, crf_weight: weights of the three loss terms (0 switches one off).
         heatmap_classes: classes whose heatmaps enter Eq. 4 (None: all classes).
         single_stream: train the RGB stream only (see module docstring).
@@ -109,7 +110,7 @@ class TrainConfig:
     iconic: str | None = None
     vgg16: str | None = None
     init_vgg16: str | None = None
-    heatmap_scale: float = 1.0
+    heatmap_scale: float | tuple[float, ...] = 1.0
     tag_weight: float = 1.0
     heatmap_weight: float = 1.0
     crf_weight: float = 1.0
@@ -146,6 +147,7 @@ class TrainConfig:
         for name in ("tag_weight", "heatmap_weight", "crf_weight"):
             if not getattr(self, name) >= 0:
                 raise ValueError(f"{name}={getattr(self, name)} must be >= 0 (0 switches the term off)")
+        heatmap_scales(self.heatmap_scale)
         if self.heatmap_weight > 0 and self.iconic is None and self.vgg16 is None:
             raise ValueError("heatmap_weight > 0 needs heatmaps: set `iconic` (wsvs-train classifiers) or `vgg16`")
         if self.heatmap_classes is not None:
@@ -189,8 +191,9 @@ class TrainConfig:
 
     def to_dict(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)
-        if d["heatmap_classes"] is not None:
-            d["heatmap_classes"] = list(d["heatmap_classes"])
+        for key in ("heatmap_classes", "heatmap_scale"):
+            if isinstance(d[key], tuple):
+                d[key] = list(d[key])
         return d
 
 
@@ -213,8 +216,9 @@ def config_from_dict(raw: dict[str, Any], *, source: str = "config") -> TrainCon
     if unknown:
         raise ValueError(f"{source}: unknown key(s) {unknown}; known keys: {sorted(known)}")
     raw = dict(raw)
-    if raw.get("heatmap_classes") is not None:
-        raw["heatmap_classes"] = tuple(raw["heatmap_classes"])
+    for key in ("heatmap_classes", "heatmap_scale"):
+        if isinstance(raw.get(key), list):
+            raw[key] = tuple(raw[key])
     try:
         return TrainConfig(**raw)
     except TypeError as e:
