@@ -348,8 +348,8 @@ class HeatmapSource:
         imagenet: the fully convolutional ImageNet VGG-16, or None (then every class uses `iconic`).
         scale: frames are resized by this factor before the classifiers see them, to bring a class to the size it
             had in the classifier's training images (a 2x upscale also halves the heatmap's stride in frame
-            pixels, which thin classes need). Several factors: the heatmaps of each are averaged, for classes seen
-            at several distances in one frame. The heatmaps are returned at 1/HEATMAP_STRIDE of the frame either way.
+            pixels, which thin classes need). Several factors: the heatmaps of each are averaged (scales err in
+            different places; docs/results/heatmaps.md). Heatmaps are returned at 1/HEATMAP_STRIDE of the frame.
     """
 
     label_set: LabelSet
