@@ -70,6 +70,10 @@ OPTIMISERS: dict[str, OptimiserPreset] = {
 }
 
 
+LIST_FIELDS = ("heatmap_classes", "heatmap_scale")
+"""TrainConfig fields that hold tuples (hashable, immutable) but are lists in YAML and in checkpoints' info."""
+
+
 @dataclass(frozen=True)
 class TrainConfig:
     """Everything a training run reads; made once from YAML by `load_config`.
@@ -191,7 +195,7 @@ class TrainConfig:
 
     def to_dict(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)
-        for key in ("heatmap_classes", "heatmap_scale"):
+        for key in LIST_FIELDS:
             if isinstance(d[key], tuple):
                 d[key] = list(d[key])
         return d
@@ -216,7 +220,7 @@ def config_from_dict(raw: dict[str, Any], *, source: str = "config") -> TrainCon
     if unknown:
         raise ValueError(f"{source}: unknown key(s) {unknown}; known keys: {sorted(known)}")
     raw = dict(raw)
-    for key in ("heatmap_classes", "heatmap_scale"):
+    for key in LIST_FIELDS:
         if isinstance(raw.get(key), list):
             raw[key] = tuple(raw[key])
     try:
