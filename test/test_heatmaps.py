@@ -31,6 +31,11 @@ from wsvs_ros.model.vgg_init import VGG16_STATE_SHAPES
 SMALL_VGG_BLOCKS = ((4, 4), (8, 8), (8, 8, 8), (8, 8, 8), (8, 8, 8))  # VGG-16's layout, few channels
 
 
+def tiny_iconic(outputs: int) -> VGGClassifier:
+    """An untrained iconic classifier of three 4-channel blocks, in eval mode (deterministic heatmaps)."""
+    return VGGClassifier(((4,), (4,), (4,)), grid=5, hidden=8, num_outputs=outputs).eval()
+
+
 def test_fully_convolutional_centre_equals_the_classifiers_logits_at_224() -> None:
     torch.manual_seed(0)
     classifier = VGGClassifier(SMALL_VGG_BLOCKS, grid=7, hidden=16, num_outputs=10).eval()
@@ -72,7 +77,7 @@ def test_imagenet_heatmaps_sum_the_softmax_of_each_class_imagenet_ids(tmp_path: 
     vgg = load_imagenet_vgg16(path)
     fcn = fully_convolutional(vgg)
     names = tuple(c.name for c in CITYSCAPES.classes if not c.imagenet_ids)
-    iconic = VGGClassifier(((4,), (4,), (4,)), grid=5, hidden=8, num_outputs=len(names)).eval()
+    iconic = tiny_iconic(len(names))
     source = HeatmapSource(CITYSCAPES, (fully_convolutional(iconic), names), fcn)
     image = torch.rand(1, 3, 32, 32) * 255
     heat = source(image)
@@ -94,7 +99,7 @@ def test_imagenet_state_dict_with_a_wrong_shape_names_the_key() -> None:
 
 
 def test_every_class_needs_a_heatmap_source() -> None:
-    iconic = VGGClassifier(((4,), (4,), (4,)), grid=5, hidden=8, num_outputs=2).eval()
+    iconic = tiny_iconic(2)
     with pytest.raises(ValueError, match="class 'sidewalk' has no heatmap source"):
         HeatmapSource(DRIVE, (fully_convolutional(iconic), ("road", "car")))
 
@@ -153,7 +158,7 @@ def test_mixed_classes_must_be_classifier_classes_and_leave_negatives(tmp_path: 
 
 
 def test_a_classifier_file_without_its_architecture_is_refused(tmp_path: Path) -> None:
-    model = VGGClassifier(((4,), (4,), (4,)), grid=5, hidden=8, num_outputs=2)
+    model = tiny_iconic(2)
     torch.save({"class_names": ["road", "sky"], "state_dict": model.state_dict()}, tmp_path / "old.pt")
     with pytest.raises(ValueError, match=r"not a `wsvs-train classifiers` file \(no \['blocks', 'hidden'\]\)"):
         load_iconic_classifier(tmp_path / "old.pt")
@@ -193,7 +198,7 @@ def test_a_clip_of_the_same_name_from_other_frames_gets_its_own_heatmaps(tmp_pat
 
 def test_several_heatmap_scales_average_their_heatmaps_and_have_their_own_cache(tmp_path: Path) -> None:
     torch.manual_seed(0)
-    fcn = fully_convolutional(VGGClassifier(((4,), (4,), (4,)), grid=5, hidden=8, num_outputs=len(DRIVE)).eval())
+    fcn = fully_convolutional(tiny_iconic(len(DRIVE)))
     frame = torch.rand(1, 3, 64, 128) * 255
     one, two = (HeatmapSource(DRIVE, (fcn, DRIVE.names), scale=s) for s in (1.0, 2.0))
     both = HeatmapSource(DRIVE, (fcn, DRIVE.names), scale=(1.0, 2.0))
@@ -210,7 +215,7 @@ def test_two_runs_sharing_the_cache_can_write_the_same_heatmaps_at_once(
     write_tiny_drives(tmp_path / "d", clips=2, frames=2)
     [clip] = synth_clips(tmp_path / "d", "train")
     torch.manual_seed(0)
-    iconic = VGGClassifier(((4,), (4,), (4,)), grid=5, hidden=8, num_outputs=len(DRIVE)).eval()
+    iconic = tiny_iconic(len(DRIVE))
     source = HeatmapSource(DRIVE, (fully_convolutional(iconic), DRIVE.names))
     mine, theirs = (HeatmapCache(tmp_path / "cache", source, tiny_spec(), files=[None]) for _ in range(2))
     interleaved = write_during_first_save(monkeypatch, lambda: theirs.clip_heatmaps(clip, [1])[1])
@@ -221,7 +226,7 @@ def test_two_runs_sharing_the_cache_can_write_the_same_heatmaps_at_once(
 
 def test_heatmap_scale_resizes_the_frame_not_the_heatmap() -> None:
     torch.manual_seed(0)
-    iconic = VGGClassifier(((4,), (4,), (4,)), grid=5, hidden=8, num_outputs=len(DRIVE)).eval()
+    iconic = tiny_iconic(len(DRIVE))
     frame = torch.rand(1, 3, 64, 128) * 255
     plain = HeatmapSource(DRIVE, (fully_convolutional(iconic), DRIVE.names))
     upscaled = HeatmapSource(DRIVE, (fully_convolutional(iconic), DRIVE.names), scale=2.0)
