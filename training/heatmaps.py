@@ -376,12 +376,13 @@ class HeatmapSource:
         """(B, 3, H, W) RGB 0..255 -> (B, C, H / 8, W / 8) heatmaps, one per class of the label set: one-vs-all
         logits for iconic classes, summed ImageNet softmax probabilities (0..1) for the others; averaged over
         the scales."""
-        maps = [self._at_scale(image, scale) for scale in self.scales]
-        return maps[0] if len(maps) == 1 else torch.stack(maps).mean(dim=0)
-
-    def _at_scale(self, image: torch.Tensor, scale: float) -> torch.Tensor:
         size = (image.shape[2] // HEATMAP_STRIDE, image.shape[3] // HEATMAP_STRIDE)
         x = _normalise(image.float())
+        maps = [self._at_scale(x, scale, size) for scale in self.scales]
+        return maps[0] if len(maps) == 1 else torch.stack(maps).mean(dim=0)
+
+    def _at_scale(self, x: torch.Tensor, scale: float, size: tuple[int, int]) -> torch.Tensor:
+        """Heatmaps of the normalised frame x resized by scale, at `size` (the frame's size / HEATMAP_STRIDE)."""
         if scale != 1.0:
             x = F.interpolate(x, scale_factor=scale, mode="bilinear", align_corners=False, antialias=scale < 1)
         maps: dict[str, torch.Tensor] = {}
