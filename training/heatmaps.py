@@ -21,7 +21,7 @@ from __future__ import annotations
 import hashlib
 import os
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -356,13 +356,10 @@ class HeatmapSource:
     iconic: tuple[nn.Module, tuple[str, ...]] | None
     imagenet: nn.Module | None = None
     scale: float | tuple[float, ...] = 1.0
-
-    @property
-    def scales(self) -> tuple[float, ...]:
-        return heatmap_scales(self.scale)
+    scales: tuple[float, ...] = field(init=False)  # `scale` as a validated tuple
 
     def __post_init__(self) -> None:
-        heatmap_scales(self.scale)
+        self.scales = heatmap_scales(self.scale)
         iconic_names = set(self.iconic[1]) if self.iconic else set()
         for c in self.label_set.classes:
             if not (self.imagenet is not None and c.imagenet_ids) and c.name not in iconic_names:
