@@ -34,7 +34,7 @@ setup(
         # On Jetson, TensorRT comes from JetPack (python3-libnvinfer), not from pip: see docs/jetson.md.
         "tensorrt": ["tensorrt>=8.6", "pycuda>=2022.2"],
         "train": ["matplotlib>=3.5"],
-        "test": ["pytest>=7", "ruff>=0.5", "mypy>=1.8", "onnx>=1.14", "onnxruntime>=1.16", "onnxscript>=0.1"],
+        "test": ["pytest>=7.3", "ruff>=0.5", "mypy>=1.8", "onnx>=1.14", "onnxruntime>=1.16", "onnxscript>=0.1"],
     },
     entry_points={
         "console_scripts": [

@@ -51,30 +51,9 @@ def test_fully_convolutional_gives_a_map_on_larger_frames() -> None:
     assert fully_convolutional(classifier)(torch.randn(1, 3, 128, 256)).shape == (1, 10, 4, 8)
 
 
-def _random_vgg16_state() -> dict[str, torch.Tensor]:
-    """A state dict with torchvision's vgg16() keys and shapes, random values (no weights can be downloaded).
-
-    The two big classifier matrices (100M and 16M values) are random per row and per column block, broadcast from
-    small tensors, so the file stays small and the test fast; loading materialises them like real weights.
-    """
-    generator = torch.Generator().manual_seed(0)
-    state = {}
-    for key, shape in VGG16_STATE_SHAPES.items():
-        if len(shape) == 2 and shape[1] > 1000:
-            rows = torch.randn(shape[0], 1, 1, generator=generator)
-            cols = torch.randn(1, 1000, 1, generator=generator)
-            block = (rows * cols * 0.01).expand(shape[0], 1000, shape[1] // 1000 + 1)
-            state[key] = block.reshape(shape[0], -1)[:, : shape[1]]
-        else:
-            state[key] = torch.randn(shape, generator=generator) * 0.01
-    return state
-
-
 @pytest.mark.slow
-def test_imagenet_heatmaps_sum_the_softmax_of_each_class_imagenet_ids(tmp_path: Path) -> None:
-    path = tmp_path / "vgg16.pth"
-    torch.save(_random_vgg16_state(), path)
-    vgg = load_imagenet_vgg16(path)
+def test_imagenet_heatmaps_sum_the_softmax_of_each_class_imagenet_ids(vgg16_file: Path) -> None:
+    vgg = load_imagenet_vgg16(vgg16_file)
     fcn = fully_convolutional(vgg)
     names = tuple(c.name for c in CITYSCAPES.classes if not c.imagenet_ids)
     iconic = tiny_iconic(len(names))

@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from conftest import TORCHVISION_VGG16_CONVS
 
 from wsvs_ros.labels import CITYSCAPES, DRIVE
 from wsvs_ros.model.two_stream import TwoStreamNet
@@ -19,44 +20,11 @@ from wsvs_ros.model.vgg_init import load_vgg16_weights
 
 SMALL = 1 / 16
 
-# torchvision.models.vgg16().state_dict(), written out: features.N are the 13 convs (ReLUs and pools sit at the
-# indices in between), classifier.0/3/6 are fc6, fc7 and the 1000-way ImageNet classifier.
-TORCHVISION_VGG16_CONVS = {
-    0: (64, 3), 2: (64, 64),
-    5: (128, 64), 7: (128, 128),
-    10: (256, 128), 12: (256, 256), 14: (256, 256),
-    17: (512, 256), 19: (512, 512), 21: (512, 512),
-    24: (512, 512), 26: (512, 512), 28: (512, 512),
-}  # fmt: skip
-TORCHVISION_VGG16_SHAPES: dict[str, tuple[int, ...]] = {
-    **{f"features.{i}.weight": (out, inp, 3, 3) for i, (out, inp) in TORCHVISION_VGG16_CONVS.items()},
-    **{f"features.{i}.bias": (out,) for i, (out, _) in TORCHVISION_VGG16_CONVS.items()},
-    "classifier.0.weight": (4096, 25088),
-    "classifier.0.bias": (4096,),
-    "classifier.3.weight": (4096, 4096),
-    "classifier.3.bias": (4096,),
-    "classifier.6.weight": (1000, 4096),
-    "classifier.6.bias": (1000,),
-}
-
 
 @pytest.fixture(scope="module")
 def vgg16_net() -> TwoStreamNet:
     torch.manual_seed(0)
     return TwoStreamNet(len(CITYSCAPES), flow_length=10, width=1.0)
-
-
-@pytest.fixture(scope="module")
-def vgg16_state() -> dict[str, torch.Tensor]:
-    generator = torch.Generator().manual_seed(1)
-    return {key: torch.randn(shape, generator=generator) for key, shape in TORCHVISION_VGG16_SHAPES.items()}
-
-
-@pytest.fixture(scope="module")
-def vgg16_file(vgg16_state: dict[str, torch.Tensor], tmp_path_factory: pytest.TempPathFactory) -> Path:
-    path = tmp_path_factory.mktemp("vgg") / "vgg16.pth"
-    torch.save(vgg16_state, path)
-    return path
 
 
 def small_net(
