@@ -96,10 +96,15 @@ def test_lr_schedule_overrides_reach_the_optimiser(drives: Path, tmp_path: Path)
             tiny_config(drives, tmp_path / "bad", **bad)
 
 
-def test_resumed_run_equals_an_uninterrupted_one(drives: Path, tmp_path: Path) -> None:
-    straight = fit(tiny_config(drives, tmp_path / "straight", iterations=4), command="t", progress=False)
-    fit(tiny_config(drives, tmp_path / "resumed", iterations=2), command="t", progress=False)
-    resumed = fit(tiny_config(drives, tmp_path / "resumed", iterations=4), command="t", progress=False)
+@pytest.mark.parametrize("batch_norm", [False, True])
+def test_resumed_run_equals_an_uninterrupted_one(drives: Path, tmp_path: Path, batch_norm: bool) -> None:
+    def run(out: str, iterations: int) -> Path:
+        config = tiny_config(drives, tmp_path / out, iterations=iterations, batch_norm=batch_norm)
+        return fit(config, command="t", progress=False)
+
+    straight = run("straight", 4)
+    run("resumed", 2)
+    resumed = run("resumed", 4)
     a, b = _weights(straight), _weights(resumed)
     for key in a:
         torch.testing.assert_close(a[key], b[key], rtol=0, atol=0)
@@ -175,3 +180,17 @@ def test_heatmap_scale_may_be_a_list_and_survives_the_checkpoint(tmp_path: Path)
     assert config_from_dict(config.to_dict()) == config  # a resumed run compares configs this way
     with pytest.raises(ValueError, match=r"heatmap_scale=\(1, 8\) must be a number or a non-empty list"):
         load_config(path, heatmap_scale=[1, 8])
+
+
+def test_batch_norm_run_saves_a_plain_checkpoint_of_its_inference_net(drives: Path, tmp_path: Path) -> None:
+    config = tiny_config(drives, tmp_path / "run", batch_norm=True)
+    path = fit(config, command="t", progress=False)
+    saved = load_checkpoint(path).model  # strict load into a plain TwoStreamNet
+    state = torch.load(tmp_path / "run/train_state.pt", weights_only=True)
+    trained = build_training(config).model
+    trained.load_state_dict(state["model"])
+    trained.eval()
+    rgb, flow = torch.randn(1, 3, 32, 64), torch.randn(1, 4, 32, 64)
+    with torch.no_grad():
+        torch.testing.assert_close(saved(rgb, flow), trained(rgb, flow))
+    assert load_checkpoint(path).info["config"]["batch_norm"] is True

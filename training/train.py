@@ -28,6 +28,7 @@ import torch.nn.functional as F
 import yaml
 from tqdm import tqdm
 
+from training.batch_norm import add_batch_norm, fold_batch_norm
 from training.data import DATASETS, Clip, FlowCache, WeakDataset, dataset_clips
 from training.heatmaps import HeatmapCache, heatmap_scales, heatmap_source
 from training.losses import binary_masks, crf_kl_loss, heatmap_loss, tag_loss
@@ -90,6 +91,8 @@ class TrainConfig:
         tag_weight, heatmap_weight, crf_weight: weights of the three loss terms (0 switches one off).
         heatmap_classes: classes whose heatmaps enter Eq. 4 (None: all classes).
         single_stream: train the RGB stream only (see module docstring).
+        batch_norm: train with a BatchNorm after each stream convolution (`training.batch_norm`); checkpoints hold
+            the plain network with the BatchNorms folded into the convolutions.
         optimizer: a key of OPTIMISERS; lr, lr_step, lr_gamma: override the preset's learning rate and its
             schedule (lr times lr_gamma every lr_step iterations).
         iterations, batch_size, seed: the run. lse_r: r of Eq. 3. mask_fraction: B_k threshold (paper: 0.2).
@@ -120,6 +123,7 @@ class TrainConfig:
     crf_weight: float = 1.0
     heatmap_classes: tuple[str, ...] | None = None
     single_stream: bool = False
+    batch_norm: bool = False
     optimizer: str = "scratch"
     lr: float | None = None
     lr_step: int | None = None
@@ -368,6 +372,8 @@ def build_training(config: TrainConfig) -> Training:
         load_vgg16_weights(
             model, config.init_vgg16, label_set=config.labels, generator=torch.Generator().manual_seed(config.seed)
         )
+    if config.batch_norm:
+        add_batch_norm(model)
     if config.single_stream:
         disable_flow_stream(model)
     model.to(device).train()
@@ -492,7 +498,7 @@ def fit(config: TrainConfig, *, command: str | None = None, progress: bool = Tru
             tic = time.perf_counter()
         if done % config.checkpoint_every == 0 or done == config.iterations:
             info = {"command": command, "config": config.to_dict(), "iteration": done, "metrics": last_metrics}
-            save_checkpoint(out / "last.pt", run.model, run.spec, info=info)
+            save_checkpoint(out / "last.pt", fold_batch_norm(run.model), run.spec, info=info)
             _save_state(state_path, run, config, done)
     plot_loss_curve(log_path, out / "loss_curve.png")
     return out / "last.pt"
