@@ -34,7 +34,7 @@ def test_folded_net_computes_what_the_batch_norm_net_computes_at_inference(dtype
     with torch.no_grad():
         expected = model(rgb, flow)
         torch.testing.assert_close(folded(rgb, flow), expected)
-    assert not any(isinstance(m, nn_bn) for m in folded.modules() for nn_bn in (ConvBatchNorm, torch.nn.BatchNorm2d))
+    assert not any(isinstance(m, (ConvBatchNorm, torch.nn.BatchNorm2d)) for m in folded.modules())
     # the copy has the plain network's layout, and the model being trained keeps its batch norms
     assert (
         folded.state_dict().keys() == TwoStreamNet(3, flow_length=2, width=1 / 16, output_stride=8).state_dict().keys()

@@ -14,7 +14,7 @@ import copy
 import torch
 from torch import nn
 
-from wsvs_ros.model.two_stream import TwoStreamNet
+from wsvs_ros.model.two_stream import TwoStreamNet, conv_bias
 
 
 class ConvBatchNorm(nn.Module):
@@ -37,11 +37,9 @@ class ConvBatchNorm(nn.Module):
         assert bn.running_mean is not None and bn.running_var is not None  # track_running_stats is on
         scale = bn.weight / torch.sqrt(bn.running_var + bn.eps)
         out = copy.deepcopy(conv)
-        bias = conv.bias if conv.bias is not None else torch.zeros_like(bn.running_mean)
         with torch.no_grad():
             out.weight.copy_(conv.weight * scale[:, None, None, None])
-            assert out.bias is not None
-            out.bias.copy_((bias - bn.running_mean) * scale + bn.bias)
+            conv_bias(out).copy_((conv_bias(conv) - bn.running_mean) * scale + bn.bias)
         return out
 
 

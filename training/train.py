@@ -498,7 +498,8 @@ def fit(config: TrainConfig, *, command: str | None = None, progress: bool = Tru
             tic = time.perf_counter()
         if done % config.checkpoint_every == 0 or done == config.iterations:
             info = {"command": command, "config": config.to_dict(), "iteration": done, "metrics": last_metrics}
-            save_checkpoint(out / "last.pt", fold_batch_norm(run.model), run.spec, info=info)
+            model = fold_batch_norm(run.model) if config.batch_norm else run.model  # a copy only when there is BN
+            save_checkpoint(out / "last.pt", model, run.spec, info=info)
             _save_state(state_path, run, config, done)
     plot_loss_curve(log_path, out / "loss_curve.png")
     return out / "last.pt"
