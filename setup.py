@@ -38,8 +38,8 @@ setup(
     },
     entry_points={
         "console_scripts": [
-            "wsvs = wsvs_ros.cli:main",
-            "segment_node = wsvs_ros.node:main",
+            "wsvs = wsvs_ros.tools.cli:main",
+            "segment_node = wsvs_ros.node.segment_node:main",
             "wsvs-train = training.cli:main",
         ],
     },

@@ -14,9 +14,9 @@ import time
 import numpy as np
 import torch
 
-from wsvs_ros.bench import BenchConfig, run_bench
 from wsvs_ros.flow import TorchFlow
 from wsvs_ros.flow.warp import backward_warp
+from wsvs_ros.tools.bench import BenchConfig, run_bench
 
 
 def textured(h: int, w: int, seed: int, device: torch.device) -> torch.Tensor:

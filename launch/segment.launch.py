@@ -21,8 +21,8 @@ from launch.substitutions import LaunchConfiguration, PathJoinSubstitution
 from launch_ros.actions import Node
 from launch_ros.substitutions import FindPackageShare
 
-# The line wsvs_ros.node logs once subscribed (wsvs_ros.node_config.READY_MESSAGE; imported there, not here, so
-# that launching does not load PyTorch into the launch process).
+# The line the node (wsvs_ros.node.segment_node) logs once subscribed (wsvs_ros.node.config.READY_MESSAGE; imported
+# there, not here, so that launching does not load PyTorch into the launch process).
 READY_MESSAGE = "ready: segmenting"
 
 # Launch arguments that override the parameter of the same name when not empty.

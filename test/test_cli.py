@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from wsvs_ros.cli import main
 from wsvs_ros.engine.onnx_export import read_onnx_spec
 from wsvs_ros.model.checkpoint import load_checkpoint
+from wsvs_ros.tools.cli import main
 
 BENCH_KEYS = {"frames", "flows_computed", "device", "backend", "width", "input_size", "stage_ms"}
 STAGES = {"decode", "preprocess", "flow", "network", "crf", "postprocess", "total"}

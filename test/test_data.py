@@ -14,18 +14,13 @@ import torch
 from conftest import tiny_spec
 from weak_fixtures import write_during_first_save, write_tiny_drives
 
-from training import data
-from training.data import (
-    FlowCache,
-    WeakDataset,
-    camvid_clips,
-    cityscapes_clips,
-    load_label_map,
-    pair_flows,
-    synth_clips,
-    window_flows,
-    write_tags_from_annotations,
-)
+from training import flow_snippets
+from training.datasets.camvid import camvid_clips
+from training.datasets.cityscapes import cityscapes_clips
+from training.datasets.clips import load_label_map, write_tags_from_annotations
+from training.datasets.synth_drives import synth_clips
+from training.flow_snippets import FlowCache, pair_flows, window_flows
+from training.weak_dataset import WeakDataset
 from wsvs_ros.engine import TorchEngine
 from wsvs_ros.flow import make_flow
 from wsvs_ros.labels import CAMVID, CITYSCAPES, DRIVE, VOID_ID
@@ -240,7 +235,7 @@ def test_cached_flows_are_read_back_not_recomputed(tmp_path: Path, monkeypatch: 
     def fail(*args: object, **kwargs: object) -> None:
         raise AssertionError("recomputed a cached flow")
 
-    monkeypatch.setattr(data, "pair_flows", fail)
+    monkeypatch.setattr(flow_snippets, "pair_flows", fail)
     torch.testing.assert_close(cache.get(clip)[1], flows)
 
 

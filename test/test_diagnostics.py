@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from wsvs_ros.diagnostics import DiagnosticsReporter, Level
+from wsvs_ros.node.diagnostics import DiagnosticsReporter, Level
 from wsvs_ros.stats import RunStats
 
 TIMINGS = {"preprocess": 1.0, "flow": 2.0, "network": 3.0, "postprocess": 1.0, "total": 7.0}

@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from wsvs_ros.frame_slot import FrameSlot
+from wsvs_ros.node.frame_slot import FrameSlot
 
 
 def test_a_newer_frame_replaces_an_unprocessed_one_and_counts_a_drop() -> None:

@@ -14,7 +14,7 @@ import yaml
 from conftest import tiny_spec
 from weak_fixtures import write_tiny_drives
 
-from training.data import Clip
+from training.datasets.clips import Clip
 from training.heatmap_quality import mask_quality
 from training.heatmaps import save_iconic_classifier, train_iconic_classifier
 from wsvs_ros.labels import DRIVE, VOID_ID

@@ -10,7 +10,7 @@ import torch
 from conftest import tiny_spec
 from weak_fixtures import noisy_colour, write_during_first_save, write_iconic, write_tiny_drives
 
-from training.data import synth_clips
+from training.datasets.synth_drives import synth_clips
 from training.heatmaps import (
     HeatmapCache,
     HeatmapSource,

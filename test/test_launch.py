@@ -19,8 +19,8 @@ import pytest
 import torch
 from conftest import tiny_spec
 
+from wsvs_ros.messages.conversions import rgb_to_image
 from wsvs_ros.model.checkpoint import build_model, save_checkpoint
-from wsvs_ros.ros_io import rgb_to_image
 
 rclpy = pytest.importorskip("rclpy")
 pytest.importorskip("launch_ros")

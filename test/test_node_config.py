@@ -14,12 +14,12 @@ import yaml
 from conftest import tiny_spec
 
 import wsvs_ros
-from wsvs_ros import node_config
-from wsvs_ros.engine import tensorrt_engine
-from wsvs_ros.engine.tensorrt_engine import EngineNotBuiltError
+from wsvs_ros.engine import tensorrt_build, tensorrt_cache
+from wsvs_ros.engine.tensorrt_cache import EngineNotBuiltError
 from wsvs_ros.labels import DRIVE
 from wsvs_ros.model.checkpoint import build_model, save_checkpoint
-from wsvs_ros.node_config import (
+from wsvs_ros.node import config as node_config
+from wsvs_ros.node.config import (
     PARAMETERS,
     READY_MESSAGE,
     NodeConfig,
@@ -182,12 +182,12 @@ def test_a_tensorrt_engine_not_built_yet_gives_the_build_command(
 ) -> None:
     onnx = tmp_path / "model.onnx"
     onnx.write_bytes(b"exported")
-    command = tensorrt_engine.build_engine_command(onnx, precision="fp16")
+    command = tensorrt_build.build_engine_command(onnx, precision="fp16")
 
     def not_built(*args: object, **kwargs: object) -> None:
         raise EngineNotBuiltError(f"no usable TensorRT fp16 engine for model.onnx: {command}", command=command)
 
-    monkeypatch.setattr(tensorrt_engine, "load_tensorrt_engine", not_built)
+    monkeypatch.setattr(tensorrt_cache, "load_tensorrt_engine", not_built)
     with pytest.raises(StartupError, match=re.escape(command)):
         load_model(config(model=str(onnx), backend="tensorrt", device="cuda"))
 

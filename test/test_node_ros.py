@@ -27,8 +27,8 @@ import torch
 from conftest import tiny_spec
 
 from wsvs_ros.labels import DRIVE
+from wsvs_ros.messages.conversions import rgb_to_image
 from wsvs_ros.model.checkpoint import build_model, save_checkpoint
-from wsvs_ros.ros_io import rgb_to_image
 
 rclpy = pytest.importorskip("rclpy")
 pytest.importorskip("sensor_msgs.msg")
@@ -44,8 +44,8 @@ from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPo
 from sensor_msgs.msg import CompressedImage, Image  # noqa: E402
 from std_msgs.msg import Header, String  # noqa: E402
 
-from wsvs_ros.node import SegmenterNode  # noqa: E402
-from wsvs_ros.node_config import READY_MESSAGE, StartupError  # noqa: E402
+from wsvs_ros.node.config import READY_MESSAGE, StartupError  # noqa: E402
+from wsvs_ros.node.segment_node import SegmenterNode  # noqa: E402
 
 HEIGHT, WIDTH = 48, 64
 FRAME_ID = "camera_front"
@@ -340,7 +340,7 @@ def test_a_parameter_of_the_wrong_type_stops_start_up_naming_it(context: Context
 def run_node(*ros_args: str) -> subprocess.Popen[str]:
     """`ros2 run wsvs_ros segment_node --ros-args ...`, as a child process of this test."""
     return subprocess.Popen(
-        [sys.executable, "-m", "wsvs_ros.node", "--ros-args", *ros_args],
+        [sys.executable, "-m", "wsvs_ros.node.segment_node", "--ros-args", *ros_args],
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
         env={**os.environ, "RCUTILS_LOGGING_BUFFERED_STREAM": "0", "PYTHONUNBUFFERED": "1"},
     )  # fmt: skip

@@ -9,9 +9,9 @@ import pytest
 from rosbags.typesys import Stores, get_typestore
 
 from wsvs_ros.labels import DRIVE
-from wsvs_ros.outputs import class_map_json, decode_frame, mask_topic, output_messages, resolve_classes
+from wsvs_ros.messages.conversions import ImageDecodeError, decode_frame
+from wsvs_ros.messages.outputs import class_map_json, mask_topic, output_messages, resolve_classes
 from wsvs_ros.pipeline import SegmentResult
-from wsvs_ros.ros_io import ImageDecodeError
 
 TS = get_typestore(Stores.ROS2_HUMBLE)
 Image, Header, Time = (

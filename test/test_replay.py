@@ -19,14 +19,14 @@ from rosbags.rosbag1 import Writer as Writer1
 from rosbags.rosbag2 import StoragePlugin, Writer
 from rosbags.typesys import Stores, get_typestore
 
-from wsvs_ros import replay
-from wsvs_ros.cli import main
 from wsvs_ros.engine.loading import open_engine
 from wsvs_ros.flow import make_flow
 from wsvs_ros.labels import DRIVE
 from wsvs_ros.model.checkpoint import build_model, save_checkpoint
 from wsvs_ros.pipeline import Segmenter
-from wsvs_ros.replay import estimate_fps, replay_bag, select_topic
+from wsvs_ros.tools import replay
+from wsvs_ros.tools.cli import main
+from wsvs_ros.tools.replay import estimate_fps, replay_bag, select_topic
 
 ROS2 = get_typestore(Stores.ROS2_HUMBLE)
 ROS1 = get_typestore(Stores.ROS1_NOETIC)
@@ -217,14 +217,14 @@ def test_corrupt_frames_are_skipped_counted_and_later_frames_processed(
             messages.append((i, msg))
     bag = write_bag(tmp_path / "drive", {TOPIC: messages})
 
-    with caplog.at_level(logging.WARNING, logger="wsvs_ros.replay"):
+    with caplog.at_level(logging.WARNING, logger="wsvs_ros.tools.replay"):
         stats = run(bag, tmp_path / "out", tiny_checkpoint)
 
     good = [i for i in range(N) if i not in bad]
     assert (stats["frames"], stats["skipped_bad"], stats["published"]) == (N, len(bad), len(good))
     labels = read_back(tmp_path / "out" / "masks")["/wsvs_segmenter/labels"]
     assert stamps_of(labels) == [stamp_ns(i) for i in good], "frames after a bad one are still segmented"
-    warnings = [r.getMessage() for r in caplog.records if r.name == "wsvs_ros.replay"]
+    warnings = [r.getMessage() for r in caplog.records if r.name == "wsvs_ros.tools.replay"]
     assert len(warnings) == 2, "the first bad frame and a total at the end, not one line per frame"
     assert "later frames are processed" in warnings[0] and f"skipped {len(bad)} undecodable" in warnings[1]
 
@@ -334,7 +334,7 @@ def test_a_missing_mp4_encoder_is_reported_not_faked(
             return False
 
     monkeypatch.setattr(replay.cv2, "VideoWriter", NoEncoder)
-    with caplog.at_level(logging.WARNING, logger="wsvs_ros.replay"):
+    with caplog.at_level(logging.WARNING, logger="wsvs_ros.tools.replay"):
         stats = run(camera_bag(tmp_path / "drive", moving_frames(3)), tmp_path / "out", tiny_checkpoint)
     video = stats["outputs"]["video"]
     assert video["path"] is None and "cannot write mp4v" in video["error"]

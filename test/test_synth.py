@@ -12,7 +12,7 @@ import cv2
 import numpy as np
 import pytest
 
-from training.synth import (
+from training.synth.drives import (
     ICONIC_SIZE,
     TAG_MIN_FRACTION,
     iconic_images,
@@ -20,7 +20,10 @@ from training.synth import (
     render_clip,
     write_drives,
 )
-from training.synth_scene import CAR, FPS, ROAD, SKY, Scene, SceneRenderer, car_prop, sample_scene
+from training.synth.props import car_prop
+from training.synth.render import SceneRenderer
+from training.synth.sampling import sample_scene
+from training.synth.scene import CAR, FPS, ROAD, SKY, Scene
 from wsvs_ros.labels import DRIVE, VOID_ID
 
 SIZE = (64, 32)

@@ -14,24 +14,14 @@ import pytest
 import torch
 from conftest import tiny_spec
 
-from wsvs_ros import cli
-from wsvs_ros.engine import tensorrt_engine
+from wsvs_ros.engine import tensorrt_cache
 from wsvs_ros.engine.engine_cache import EngineRecord, file_sha256, lookup, store
 from wsvs_ros.engine.onnx_export import export_onnx, read_onnx_spec
-from wsvs_ros.engine.tensorrt_engine import (
-    AccuracyCheck,
-    BuildTarget,
-    EngineNotBuiltError,
-    TensorInfo,
-    build_engine_command,
-    check_engine_io,
-    compare_logits,
-    engine_key,
-    format_record,
-    load_tensorrt_engine,
-    reference_inputs,
-)
+from wsvs_ros.engine.tensorrt_build import AccuracyCheck, build_engine_command, compare_logits, reference_inputs
+from wsvs_ros.engine.tensorrt_cache import EngineNotBuiltError, engine_key, format_record, load_tensorrt_engine
+from wsvs_ros.engine.tensorrt_runtime import BuildTarget, TensorInfo, check_engine_io, cuda_device, detect_target
 from wsvs_ros.model.checkpoint import build_model
+from wsvs_ros.tools import cli
 
 HAS_TENSORRT = importlib.util.find_spec("tensorrt") is not None
 ORIN = BuildTarget(tensorrt_version="10.3.0", gpu_name="Orin", compute_capability=(8, 7))
@@ -140,7 +130,7 @@ def test_loading_without_tensorrt_says_how_to_install_it(tiny_onnx: Path, tmp_pa
 @pytest.fixture
 def on_orin(monkeypatch: pytest.MonkeyPatch) -> BuildTarget:
     """This machine reads as a Jetson Orin with TensorRT 10.3 (nothing is built or loaded on that path)."""
-    monkeypatch.setattr(tensorrt_engine, "detect_target", lambda device="cuda": ORIN)
+    monkeypatch.setattr(tensorrt_cache, "detect_target", lambda device="cuda": ORIN)
     return ORIN
 
 
@@ -174,7 +164,7 @@ def test_int8_is_never_built_implicitly_because_it_needs_calibration_frames(
 
 def test_tensorrt_needs_a_cuda_device() -> None:
     with pytest.raises(ValueError, match="CUDA GPU"):
-        tensorrt_engine.cuda_device("cpu")
+        cuda_device("cpu")
 
 
 def test_record_summary_shows_the_plan_target_and_check(tmp_path: Path) -> None:
@@ -241,7 +231,7 @@ def test_built_engine_matches_onnxruntime_runs_twice_and_is_cached(
         )
     assert "building the TensorRT" in caplog.text
     found = lookup(
-        engine_key(engine.spec, precision, tensorrt_engine.detect_target("cuda"), onnx_sha256=file_sha256(tiny_onnx)),
+        engine_key(engine.spec, precision, detect_target("cuda"), onnx_sha256=file_sha256(tiny_onnx)),
         tmp_path,
     )
     assert found.hit and isinstance(found.record, EngineRecord)

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import torch
 
-from training.synth import write_drives
+from training.synth.drives import write_drives
 from wsvs_ros.labels import DRIVE
 
 T = TypeVar("T")

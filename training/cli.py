@@ -28,13 +28,14 @@ def _overrides(pairs: Sequence[str]) -> dict[str, Any]:
 
 
 def _cmd_synth(args: argparse.Namespace, rest: Sequence[str]) -> int:
-    from training.synth import main as synth_main
+    from training.synth.drives import main as synth_main
 
     return synth_main(list(rest))
 
 
 def _cmd_tags(args: argparse.Namespace, command: str) -> int:
-    from training.data import dataset_clips, write_tags_from_annotations
+    from training.datasets.clips import write_tags_from_annotations
+    from training.datasets.layouts import dataset_clips
     from wsvs_ros.labels import get_label_set
     from wsvs_ros.spec import ModelSpec
 
@@ -76,7 +77,7 @@ def _cmd_fit(args: argparse.Namespace, command: str) -> int:
 def _cmd_evaluate(args: argparse.Namespace, command: str) -> int:
     import torch
 
-    from training.data import dataset_clips
+    from training.datasets.layouts import dataset_clips
     from training.evaluate import evaluate_checkpoint
     from wsvs_ros.labels import get_label_set
     from wsvs_ros.model.checkpoint import load_checkpoint

@@ -16,9 +16,10 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from training.data import Clip, load_label_map, read_rgb, tag_vector
+from training.datasets.clips import Clip, load_label_map, read_rgb
 from training.heatmaps import HEATMAP_STRIDE
 from training.losses import binary_masks
+from training.weak_dataset import tag_vector
 from wsvs_ros.labels import VOID_ID, get_label_set
 from wsvs_ros.preprocess import frame_to_tensor
 from wsvs_ros.spec import ModelSpec

@@ -30,7 +30,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from training.data import Clip, frame_signatures, read_rgb
+from training.datasets.clips import Clip, read_rgb
+from training.flow_snippets import frame_signatures
 from wsvs_ros.atomic_file import atomic_write
 from wsvs_ros.labels import LabelSet
 from wsvs_ros.model.two_stream import VGG16_BLOCKS, VGG16_FC_CHANNELS

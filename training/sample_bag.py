@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import argparse
 import shutil
-import sys
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -18,8 +17,8 @@ import numpy as np
 from rosbags.rosbag2 import StoragePlugin, Writer
 from rosbags.typesys import Stores, get_typestore
 
-from training.synth import parse_size, render_clip
-from training.synth_scene import FPS
+from training.synth.drives import parse_size, render_clip
+from training.synth.scene import FPS
 
 TOPIC = "/camera/image_raw/compressed"
 FRAME_ID = "camera_front"
@@ -64,7 +63,3 @@ def main(argv: Sequence[str] | None = None) -> int:
     path = write_sample_bag(args.out, seed=args.seed, frames=args.frames, size=(w, h))
     print(f"wrote {path} ({args.frames} frames, {w}x{h}, {FPS} Hz, topic {TOPIC})")
     return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -29,9 +29,12 @@ import yaml
 from tqdm import tqdm
 
 from training.batch_norm import add_batch_norm, fold_batch_norm
-from training.data import DATASETS, Clip, FlowCache, WeakDataset, dataset_clips
+from training.datasets.clips import Clip
+from training.datasets.layouts import DATASETS, dataset_clips
+from training.flow_snippets import FlowCache
 from training.heatmaps import HeatmapCache, heatmap_scales, heatmap_source
 from training.losses import binary_masks, crf_kl_loss, heatmap_loss, tag_loss
+from training.weak_dataset import WeakDataset
 from wsvs_ros.atomic_file import atomic_write
 from wsvs_ros.crf import dense_crf
 from wsvs_ros.flow import make_flow

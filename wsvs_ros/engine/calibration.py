@@ -2,10 +2,9 @@
 
 INT8 scales are only as good as the activations they are measured on. A flow stream calibrated on zeros (or on
 random noise) quantises the real flows badly, so the calibration inputs come from recorded driving: a folder of
-consecutive frames or a bag (rosbag2 folder, .mcap, .db3 or ROS 1 .bag, read with rosbags' AnyReader and decoded
-by `wsvs_ros.outputs.decode_frame`, as `wsvs replay` does), run through the node's own path (`frame_to_tensor`, a
-`FlowWindow` over `make_flow(spec)` with `encode_flow`, `normalize_rgb`). Samples are spread evenly over the whole
-recording, each with its L real flows.
+consecutive frames or a bag (rosbag2 folder, .mcap, .db3 or ROS 1 .bag, read by `wsvs_ros.messages.bag_reader`
+as `wsvs replay` reads it), run through the node's own path (`frame_to_tensor`, a `FlowWindow` over `make_flow(spec)`
+with `encode_flow`, `normalize_rgb`). Samples are spread evenly over the whole recording, each with its L real flows.
 
 Everything here but `make_int8_calibrator` runs without TensorRT: the batching (`calibration_batches`,
 `CalibrationFeed`), the device staging (`DeviceStaging`) and the cache file (`CalibrationCache`). The TensorRT
@@ -88,7 +87,7 @@ def _folder_frames(files: Sequence[Path]) -> Iterator[_Frame]:
 
 def _bag_topic(path: Path, topic: str | None) -> tuple[str, int]:
     """(camera topic, its message count)."""
-    from wsvs_ros.replay import humble_typestore, open_bag, select_topic
+    from wsvs_ros.messages.bag_reader import humble_typestore, open_bag, select_topic
 
     with open_bag(path, humble_typestore()) as reader:
         name = select_topic({c.topic: c.msgtype for c in reader.connections}, topic)
@@ -98,7 +97,7 @@ def _bag_topic(path: Path, topic: str | None) -> tuple[str, int]:
 def _bag_frames(path: Path, topic: str) -> Iterator[_Frame]:
     """The topic's frames, read as `wsvs replay` reads them (`BagFrameReader`); an unreadable one raises
     `ImageDecodeError` when its frame is used."""
-    from wsvs_ros.replay import BagFrameReader, humble_typestore, open_bag
+    from wsvs_ros.messages.bag_reader import BagFrameReader, humble_typestore, open_bag
 
     typestore = humble_typestore()
     with open_bag(path, typestore) as reader:
@@ -151,7 +150,8 @@ def calibration_batches(
         spec: the model's preprocessing metadata.
         max_batches: the most samples to yield.
         device: where frames, flows and the yielded tensors live.
-        topic: the bag's camera topic (None: its only Image / CompressedImage topic; `wsvs_ros.replay.select_topic`).
+        topic: the bag's camera topic (None: its only Image / CompressedImage topic;
+            `wsvs_ros.messages.bag_reader.select_topic`).
     Returns:
         An iterator of {"rgb": (1, 3, H, W), "flow": (1, 2L, H, W)} contiguous float32 tensors on `device`; the
         frames are read as it is consumed.
@@ -191,7 +191,7 @@ def _samples(
         previous = frame.index
         try:
             rgb, stamp = frame.load()
-        except ValueError as e:  # ros_io.ImageDecodeError is a ValueError
+        except ValueError as e:  # conversions.ImageDecodeError is a ValueError
             skipped += 1
             _LOG.warning("calibration: skipping frame %d of %s: %s", frame.index, source, e)
             continue
@@ -288,7 +288,7 @@ class DeviceStaging:
         self._pycuda: Any = None
         self._buffers: dict[str, Any] = {}
         if not torch.cuda.is_available():
-            from wsvs_ros.engine.tensorrt_engine import pycuda_context
+            from wsvs_ros.engine.tensorrt_runtime import pycuda_context
 
             self._pycuda = pycuda_context(self.device.index or 0)
 
@@ -371,7 +371,7 @@ def make_int8_calibrator(algorithm: str, feed: CalibrationFeed, cache: Calibrati
         ImportError: tensorrt is not installed.
         ValueError: unknown algorithm.
     """
-    from wsvs_ros.engine.tensorrt_engine import import_tensorrt
+    from wsvs_ros.engine.tensorrt_runtime import import_tensorrt
 
     trt = import_tensorrt()
     if not hasattr(trt, "IInt8EntropyCalibrator2"):

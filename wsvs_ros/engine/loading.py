@@ -15,7 +15,7 @@ from wsvs_ros.model.checkpoint import load_checkpoint
 from wsvs_ros.spec import ModelSpec
 
 if TYPE_CHECKING:
-    from wsvs_ros.engine.tensorrt_engine import TensorRTEngine
+    from wsvs_ros.engine.tensorrt_runtime import TensorRTEngine
 
 BACKENDS = ("torch", "onnxruntime", "tensorrt")
 PRECISIONS = ("auto", "fp32", "fp16", "int8")
@@ -73,7 +73,7 @@ def open_engine(
         return engine, engine.spec
     if device.type != "cuda":
         raise ValueError("the tensorrt backend needs a CUDA device; use device cuda")
-    from wsvs_ros.engine.tensorrt_engine import load_tensorrt_engine  # lazy: needs tensorrt
+    from wsvs_ros.engine.tensorrt_cache import load_tensorrt_engine  # lazy: needs tensorrt
 
     engine = load_tensorrt_engine(
         path, precision="fp16" if precision == "auto" else precision, device=device,

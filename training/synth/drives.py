@@ -30,7 +30,6 @@ import argparse
 import json
 import math
 import shlex
-import sys
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
@@ -38,7 +37,9 @@ import cv2
 import numpy as np
 from tqdm import tqdm
 
-from training.synth_scene import CAR, FPS, PERSON, POLE, Scene, SceneRenderer, sample_scene
+from training.synth.render import SceneRenderer
+from training.synth.sampling import sample_scene
+from training.synth.scene import CAR, FPS, PERSON, POLE, Scene
 from wsvs_ros.labels import DRIVE
 
 CITY = "synth"
@@ -309,7 +310,3 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ValueError as e:
         parser.error(str(e))
     return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

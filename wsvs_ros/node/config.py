@@ -15,10 +15,10 @@ from pathlib import Path
 from typing import Any
 
 from wsvs_ros.engine.loading import BACKENDS, PRECISIONS
-from wsvs_ros.engine.tensorrt_engine import EngineNotBuiltError
+from wsvs_ros.engine.tensorrt_cache import EngineNotBuiltError
 from wsvs_ros.labels import LabelSet, get_label_set
+from wsvs_ros.messages.outputs import DEFAULT_MASK_CLASSES, DEFAULT_MAX_GAP_S, resolve_classes
 from wsvs_ros.model.checkpoint import default_model_path
-from wsvs_ros.outputs import DEFAULT_MASK_CLASSES, DEFAULT_MAX_GAP_S, resolve_classes
 from wsvs_ros.pipeline import Segmenter, open_segmenter
 from wsvs_ros.spec import WINDOWS, ModelSpec
 

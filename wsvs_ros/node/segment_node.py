@@ -3,7 +3,7 @@
     ros2 run wsvs_ros segment_node --ros-args -p model:=/path/model.pt -p camera_topic:=/camera/image_raw
     ros2 launch wsvs_ros segment.launch.py camera_topic:=/camera/image_raw model:=/path/model.pt
 
-Parameters: `wsvs_ros.node_config.PARAMETERS` (documented in config/segment.yaml), read once at start-up.
+Parameters: `wsvs_ros.node.config.PARAMETERS` (documented in config/segment.yaml), read once at start-up.
 Topics, relative to the node: `~/labels` (mono8 class ids), `~/overlay` (bgr8), `~/mask/<class>` (mono8 0/255),
 `~/class_map` (std_msgs/String JSON, transient local: late subscribers get it), and `/diagnostics` once a second.
 Every output carries the input frame's header (stamp and frame_id), so use_sim_time and bag replays need nothing
@@ -46,9 +46,17 @@ from rclpy.signals import SignalHandlerOptions
 from sensor_msgs.msg import CompressedImage, Image
 from std_msgs.msg import Header, String
 
-from wsvs_ros.diagnostics import DiagnosticsReporter, Level
-from wsvs_ros.frame_slot import FrameSlot
-from wsvs_ros.node_config import (
+from wsvs_ros.messages.conversions import ImageDecodeError, decode_frame, stamp_of, stamp_to_seconds
+from wsvs_ros.messages.outputs import (
+    CLASS_MAP_TOPIC,
+    LABELS_TOPIC,
+    NODE_NAME,
+    OVERLAY_TOPIC,
+    class_map_json,
+    mask_topic,
+    output_messages,
+)
+from wsvs_ros.node.config import (
     PARAMETERS,
     READY_MESSAGE,
     NodeConfig,
@@ -57,18 +65,9 @@ from wsvs_ros.node_config import (
     StartupError,
     load_model,
 )
-from wsvs_ros.outputs import (
-    CLASS_MAP_TOPIC,
-    LABELS_TOPIC,
-    NODE_NAME,
-    OVERLAY_TOPIC,
-    class_map_json,
-    decode_frame,
-    mask_topic,
-    output_messages,
-)
+from wsvs_ros.node.diagnostics import DiagnosticsReporter, Level
+from wsvs_ros.node.frame_slot import FrameSlot
 from wsvs_ros.pipeline import SegmentResult
-from wsvs_ros.ros_io import ImageDecodeError, stamp_of, stamp_to_seconds
 from wsvs_ros.stats import RunStats, with_decode
 
 _LEVELS = {Level.OK: DiagnosticStatus.OK, Level.WARN: DiagnosticStatus.WARN}

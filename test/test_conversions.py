@@ -1,4 +1,4 @@
-"""ros_io on rosbags' ROS 2 Humble message classes, the ones offline replay reads from bags.
+"""The message conversions on rosbags' ROS 2 Humble message classes, the ones offline replay reads from bags.
 
 Messages are built from known RGB frames with independent numpy conversions, then decoded and compared.
 """
@@ -13,9 +13,9 @@ import numpy as np
 import pytest
 from rosbags.typesys import Stores, get_typestore
 
-from wsvs_ros import ros_io
 from wsvs_ros.labels import DRIVE
-from wsvs_ros.ros_io import (
+from wsvs_ros.messages import conversions
+from wsvs_ros.messages.conversions import (
     SUPPORTED_ENCODINGS,
     ImageDecodeError,
     compressed_to_rgb,
@@ -334,8 +334,8 @@ def test_opencv_errors_do_not_escape(monkeypatch: pytest.MonkeyPatch) -> None:
     def failing(*args: object, **kwargs: object) -> None:
         raise cv2.error("simulated OpenCV failure")
 
-    monkeypatch.setattr(ros_io.cv2, "cvtColor", failing)
-    monkeypatch.setattr(ros_io.cv2, "imdecode", failing)
+    monkeypatch.setattr(conversions.cv2, "cvtColor", failing)
+    monkeypatch.setattr(conversions.cv2, "imdecode", failing)
     with pytest.raises(ImageDecodeError, match="simulated OpenCV failure"):
         image_to_rgb(_image("bgr8", np.zeros((2, 6), np.uint8), 2))
     with pytest.raises(ImageDecodeError, match="simulated OpenCV failure"):

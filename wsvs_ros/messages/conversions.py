@@ -14,7 +14,7 @@ from __future__ import annotations
 import array
 import dataclasses
 from collections.abc import Callable
-from typing import Protocol, TypeVar
+from typing import Any, Protocol, TypeVar
 
 import cv2
 import numpy as np
@@ -395,3 +395,17 @@ def _copy_header(header: HeaderMsg) -> HeaderMsg:
         stamp=type(stamp)(sec=int(stamp.sec), nanosec=int(stamp.nanosec)),  # type: ignore[call-arg]
         frame_id=str(header.frame_id),
     )
+
+
+def decode_frame(msg: Any) -> np.ndarray:
+    """`sensor_msgs/Image` or `sensor_msgs/CompressedImage` (told apart by its `format` field) -> (H, W, 3) RGB.
+
+    Raises:
+        ImageDecodeError: anything wrong with the message.
+    """
+    try:
+        return compressed_to_rgb(msg) if hasattr(msg, "format") else image_to_rgb(msg)
+    except ImageDecodeError:
+        raise
+    except Exception as e:  # a message missing fields altogether is as bad as bad pixels
+        raise ImageDecodeError(f"not an image message ({type(e).__name__}: {e})") from e

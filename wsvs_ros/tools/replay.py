@@ -25,8 +25,8 @@ import os
 import secrets
 import shutil
 import time
-from collections.abc import Iterable, Iterator, Mapping, Sequence
-from contextlib import contextmanager, nullcontext
+from collections.abc import Iterable, Mapping, Sequence
+from contextlib import nullcontext
 from importlib import resources
 from itertools import pairwise
 from pathlib import Path
@@ -40,7 +40,6 @@ try:
     from rosbags.highlevel import AnyReader, AnyReaderError
     from rosbags.interfaces import Connection, Qos, QosDurability, QosHistory, QosLiveliness, QosReliability, QosTime
     from rosbags.rosbag2 import CompressionFormat, CompressionMode, StoragePlugin, Writer
-    from rosbags.typesys import Stores, get_typestore
     from rosbags.typesys.store import Typestore
 except ImportError as e:  # only replay needs rosbags; the node and the core run without it
     raise ImportError(
@@ -50,8 +49,9 @@ from tqdm import tqdm
 from tqdm.contrib.logging import logging_redirect_tqdm
 
 from wsvs_ros.labels import LabelSet, get_label_set
-from wsvs_ros.model.checkpoint import default_model_path
-from wsvs_ros.outputs import (
+from wsvs_ros.messages.bag_reader import IMAGE_TYPES, BagFrameReader, humble_typestore, open_bag, select_topic
+from wsvs_ros.messages.conversions import ImageDecodeError, stamp_of, stamp_to_seconds
+from wsvs_ros.messages.outputs import (
     CLASS_MAP_TOPIC,
     DEFAULT_MASK_CLASSES,
     DEFAULT_MAX_GAP_S,
@@ -59,18 +59,16 @@ from wsvs_ros.outputs import (
     NODE_NAME,
     OVERLAY_TOPIC,
     class_map_json,
-    decode_frame,
     mask_topic,
     output_messages,
     resolve_classes,
 )
+from wsvs_ros.model.checkpoint import default_model_path
 from wsvs_ros.pipeline import STAGES, SegmentResult, open_segmenter
-from wsvs_ros.ros_io import ImageDecodeError, frame_id_of, stamp_of, stamp_to_seconds
 from wsvs_ros.stats import RunStats, summarize, with_decode
 
 log = logging.getLogger(__name__)
 
-IMAGE_TYPES = ("sensor_msgs/msg/Image", "sensor_msgs/msg/CompressedImage")
 
 MASKS_BAG = "masks"
 VIDEO_FILE = "overlay.mp4"
@@ -257,32 +255,6 @@ def replay_bag(
             shutil.rmtree(work, ignore_errors=True)  # never leave a half-written output behind
             raise
     return figures
-
-
-def select_topic(topics: Mapping[str, str | None], topic: str | None) -> str:
-    """The camera topic to replay: `topic` when given and present, else the bag's only image topic.
-
-    Args:
-        topics: {topic name: message type} of the bag (None where a topic mixes types).
-        topic: what the user asked for, or None.
-
-    Raises:
-        ValueError: `topic` is not in the bag (the message lists the bag's topics), or `topic` is None and the bag
-            has no image topic or several (the message lists them and asks for --topic).
-    """
-    if topic is not None:
-        if topic not in topics:
-            listed = "\n".join(f"  {name} ({msgtype})" for name, msgtype in sorted(topics.items())) or "  (none)"
-            raise ValueError(f"topic {topic} is not in the bag; pass --topic with one of its topics:\n{listed}")
-        return topic
-    candidates = sorted(name for name, msgtype in topics.items() if msgtype in IMAGE_TYPES)
-    if len(candidates) == 1:
-        return candidates[0]
-    if not candidates:
-        listed = ", ".join(f"{name} ({msgtype})" for name, msgtype in sorted(topics.items())) or "none"
-        raise ValueError(f"the bag has no sensor_msgs/Image or CompressedImage topic to segment; its topics: {listed}")
-    listed = "\n".join(f"  {name} ({topics[name]})" for name in candidates)
-    raise ValueError(f"the bag has {len(candidates)} image topics; choose one with --topic:\n{listed}")
 
 
 def estimate_fps(stamps: Sequence[float], bag_times: Sequence[float]) -> float:
@@ -472,30 +444,6 @@ class _SkipLog:
             log.warning("skipped %d undecodable frame(s) on %s; the first at %s", self.count, self.topic, self.first)
 
 
-class BagFrameReader:
-    """Raw bag message -> (RGB frame, Humble header, stamp in seconds), whatever the bag's ROS distribution.
-
-    `typestore` is the one of `open_bag` (the headers are built from its types).
-    """
-
-    def __init__(self, reader: AnyReader, typestore: Typestore):
-        self.reader = reader
-        self.header_type = typestore.types["std_msgs/msg/Header"]
-        self.time_type = typestore.types["builtin_interfaces/msg/Time"]
-
-    def read(self, connection: Connection, raw: bytes) -> tuple[np.ndarray, Any, float]:
-        """Raises ImageDecodeError for a message that does not deserialize or holds no decodable image."""
-        try:
-            msg: Any = self.reader.deserialize(raw, connection.msgtype)  # an Image or CompressedImage class
-        except AnyReaderError as e:
-            raise ImageDecodeError(f"the message does not deserialize as {connection.msgtype} ({e})") from e
-        rgb = decode_frame(msg)
-        sec, nanosec = stamp_of(msg)
-        # The outputs are Humble messages, so the header is rebuilt (a ROS 1 header also has `seq`).
-        header = self.header_type(stamp=self.time_type(sec=sec, nanosec=nanosec), frame_id=frame_id_of(msg))
-        return rgb, header, stamp_to_seconds((sec, nanosec))
-
-
 def _publish(writer: _ReplayWriter, stats: RunStats, result: SegmentResult, decode_ms: float) -> None:
     writer.write(result)
     stats.add_result(with_decode(result.timings_ms, decode_ms))
@@ -514,31 +462,6 @@ def _probe_times(reader: AnyReader, connections: Iterable[Connection]) -> tuple[
         except AnyReaderError:
             continue  # the main pass reports it
     return stamps, bag_times
-
-
-def humble_typestore() -> Typestore:
-    """The message types replay writes and reads bags without definitions as (ROS 2 Humble's)."""
-    return get_typestore(Stores.ROS2_HUMBLE)
-
-
-@contextmanager
-def open_bag(bag: Path, typestore: Typestore) -> Iterator[AnyReader]:
-    """An open AnyReader on `bag`; rosbags' errors become a ValueError naming the bag and the formats it reads.
-
-    `typestore` (`humble_typestore()` for replay and INT8 calibration) reads bags without definitions.
-    """
-    try:
-        reader = AnyReader([bag], default_typestore=typestore)  # bags without definitions are read as Humble's
-        reader.open()
-    except AnyReaderError as e:
-        raise ValueError(
-            f"cannot read bag {bag}: {e}; expected a rosbag2 directory (sqlite3 or mcap), a .mcap or .db3 file, "
-            "or a ROS 1 .bag file"
-        ) from e
-    try:
-        yield reader
-    finally:
-        reader.close()
 
 
 def _check_out_dir(out_dir: Path, *, force: bool) -> None:

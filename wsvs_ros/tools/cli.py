@@ -7,7 +7,7 @@ import json
 import sys
 from collections.abc import Sequence
 
-from wsvs_ros.outputs import DEFAULT_MASK_CLASSES, DEFAULT_MAX_GAP_S
+from wsvs_ros.messages.outputs import DEFAULT_MASK_CLASSES, DEFAULT_MAX_GAP_S
 from wsvs_ros.spec import OUTPUT_STRIDES
 
 
@@ -54,7 +54,7 @@ def _add_crf_argument(p: argparse.ArgumentParser) -> None:
 
 
 def _cmd_bench(args: argparse.Namespace) -> int:
-    from wsvs_ros.bench import BenchConfig, format_report, run_bench
+    from wsvs_ros.tools.bench import BenchConfig, format_report, run_bench
 
     cfg = BenchConfig(
         frames=args.frames, warmup=args.warmup, input_size=args.input_size, camera_size=args.camera_size,
@@ -81,7 +81,7 @@ def _cmd_export(args: argparse.Namespace) -> int:
 def _cmd_replay(args: argparse.Namespace) -> int:
     import logging
 
-    from wsvs_ros.replay import default_model, format_summary, replay_bag
+    from wsvs_ros.tools.replay import default_model, format_summary, replay_bag
 
     logging.basicConfig(format="wsvs replay: %(message)s")  # undecodable-frame warnings, above the progress bar
     stats = replay_bag(
@@ -94,7 +94,7 @@ def _cmd_replay(args: argparse.Namespace) -> int:
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
-    from wsvs_ros.replay import default_model, format_summary, replay_bag, sample_drive
+    from wsvs_ros.tools.replay import default_model, format_summary, replay_bag, sample_drive
 
     # A demo output folder is replaced on the next run (replay only ever replaces folders it wrote itself).
     stats = replay_bag(
@@ -116,7 +116,7 @@ def _cmd_build_engine(args: argparse.Namespace) -> int:
         raise ValueError("--workspace (MiB) and --calib-frames must be positive")
     import logging
 
-    from wsvs_ros.engine.tensorrt_engine import build_and_cache, find_engine, format_record
+    from wsvs_ros.engine.tensorrt_cache import build_and_cache, find_engine, format_record
 
     logging.basicConfig(level=logging.INFO, format="wsvs build-engine: %(message)s")
     precision = "int8" if args.int8 else "fp16" if args.fp16 else "fp32"

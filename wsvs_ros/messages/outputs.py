@@ -12,16 +12,13 @@ from typing import Any
 import numpy as np
 
 from wsvs_ros.labels import LabelSet
-from wsvs_ros.pipeline import SegmentResult
-from wsvs_ros.ros_io import (
-    ImageDecodeError,
-    compressed_to_rgb,
-    image_to_rgb,
+from wsvs_ros.messages.conversions import (
     labels_to_image,
     mask_to_image,
     overlay,
     rgb_to_image,
 )
+from wsvs_ros.pipeline import SegmentResult
 
 DEFAULT_MASK_CLASSES = ("road", "sidewalk", "vegetation")  # classes that get a mask topic unless told otherwise
 DEFAULT_MAX_GAP_S = 0.5  # frame gap (seconds) that restarts the flow window: flow across a longer gap is meaningless
@@ -29,20 +26,6 @@ NODE_NAME = "wsvs_segmenter"  # the live node's name; replayed topics sit where 
 LABELS_TOPIC = "labels"
 OVERLAY_TOPIC = "overlay"
 CLASS_MAP_TOPIC = "class_map"
-
-
-def decode_frame(msg: Any) -> np.ndarray:
-    """`sensor_msgs/Image` or `sensor_msgs/CompressedImage` (told apart by its `format` field) -> (H, W, 3) RGB.
-
-    Raises:
-        ImageDecodeError: anything wrong with the message.
-    """
-    try:
-        return compressed_to_rgb(msg) if hasattr(msg, "format") else image_to_rgb(msg)
-    except ImageDecodeError:
-        raise
-    except Exception as e:  # a message missing fields altogether is as bad as bad pixels
-        raise ImageDecodeError(f"not an image message ({type(e).__name__}: {e})") from e
 
 
 def mask_topic(class_name: str) -> str:

@@ -1,0 +1,33 @@
+"""The on-disk dataset layouts by name, for configs and the command line: `DATASETS` and `dataset_clips`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from training.datasets.camvid import camvid_clips
+from training.datasets.cityscapes import cityscapes_clips
+from training.datasets.clips import Clip
+from training.datasets.synth_drives import synth_clips
+from wsvs_ros.labels import LabelSet
+from wsvs_ros.spec import ModelSpec
+
+DATASETS = ("synth", "cityscapes", "camvid")
+
+"""The on-disk layouts `dataset_clips` reads."""
+
+
+def dataset_clips(
+    dataset: str, root: str | Path, split: str, *, spec: ModelSpec, label_set: LabelSet, require_tags: bool = True
+) -> list[Clip]:
+    """The clips of a split in one of the `DATASETS` layouts; `spec` is read by CamVid only (its flow window).
+
+    Raises:
+        ValueError: `dataset` is not one of `DATASETS`; and what the layout's loader raises.
+    """
+    if dataset == "synth":
+        return synth_clips(root, split, label_set=label_set, require_tags=require_tags)
+    if dataset == "cityscapes":
+        return cityscapes_clips(root, split, label_set=label_set, require_tags=require_tags)
+    if dataset == "camvid":
+        return camvid_clips(root, split, spec=spec, label_set=label_set, require_tags=require_tags)
+    raise ValueError(f"dataset={dataset!r}: use one of {DATASETS}")

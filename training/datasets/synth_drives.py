@@ -1,0 +1,44 @@
+"""The synthetic drives written by `training.synth` (`wsvs-train synth`): Cityscapes' layout with city `synth`, every
+frame annotated in `gtFine/{split}/synth/*_gtFine_labelTrainIds.png` (DRIVE ids, 255 void).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from training.datasets.cityscapes import _group_cityscapes_frames
+from training.datasets.clips import Clip, read_tags
+from wsvs_ros.labels import DRIVE, LabelSet
+
+
+def synth_clips(root: str | Path, split: str, *, label_set: LabelSet = DRIVE, require_tags: bool = True) -> list[Clip]:
+    """Synthetic drives written by `training.synth`: every frame is a target and (for evaluation) annotated.
+
+    Args:
+        require_tags: False gives clips without a tag file empty tags instead of raising FileNotFoundError.
+    """
+    root = Path(root)
+    clips = []
+    for name, frames in _group_cityscapes_frames(root / "leftImg8bit_sequence" / split).items():
+        annotations = {}
+        for i, frame in enumerate(frames):
+            gt = (
+                root
+                / "gtFine"
+                / split
+                / frame.parent.name
+                / frame.name.replace("_leftImg8bit", "_gtFine_labelTrainIds")
+            )
+            if gt.is_file():
+                annotations[i] = gt
+        clips.append(
+            Clip(
+                name=name,
+                frames=tuple(frames),
+                tags=read_tags(root, split, name, label_set, required=require_tags),
+                targets=tuple(range(len(frames))),
+                annotations=annotations,
+                label_format="train_ids",
+            )
+        )
+    return clips
