@@ -12,7 +12,14 @@ setup(
     description="Weakly-supervised two-stream semantic segmentation of driving video for ROS 2",
     license="Apache-2.0",
     python_requires=">=3.10",
-    packages=find_packages(include=[PACKAGE, f"{PACKAGE}.*", "training", "training.*"]),
+    # training/ installs as `wsvs_training`: a top-level `training` in site-packages could shadow, or be shadowed by,
+    # another project's. (colcon --symlink-install ignores package_dir, colcon/colcon-core#272: use pip there.)
+    packages=[
+        *find_packages(include=[PACKAGE, f"{PACKAGE}.*"]),
+        "wsvs_training",
+        *(f"wsvs_training.{p}" for p in find_packages("training")),
+    ],
+    package_dir={"wsvs_training": "training"},
     package_data={PACKAGE: ["data/*", "data/sample_drive/*"]},
     data_files=[
         ("share/ament_index/resource_index/packages", [f"resource/{PACKAGE}"]),
@@ -40,7 +47,7 @@ setup(
         "console_scripts": [
             "wsvs = wsvs_ros.tools.cli:main",
             "segment_node = wsvs_ros.node.segment_node:main",
-            "wsvs-train = training.cli:main",
+            "wsvs-train = wsvs_training.cli:main",
         ],
     },
     zip_safe=False,

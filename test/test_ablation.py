@@ -9,11 +9,11 @@ import pytest
 import torch
 from weak_fixtures import write_tiny_drives
 
-from training.ablation import SETUPS, run_ablation, setup_config
-from training.heatmaps import save_iconic_classifier, train_iconic_classifier
-from training.train import config_from_dict
 from wsvs_ros.labels import DRIVE
 from wsvs_ros.model.checkpoint import load_checkpoint
+from wsvs_training.ablation import SETUPS, run_ablation, setup_config
+from wsvs_training.heatmaps import save_iconic_classifier, train_iconic_classifier
+from wsvs_training.train import config_from_dict
 
 
 @pytest.fixture(scope="module")

@@ -1,13 +1,13 @@
-"""Batch norm while training, folded away in what is saved (`training.batch_norm`, `batch_norm: true`)."""
+"""Batch norm while training, folded away in what is saved (`wsvs_training.batch_norm`, `batch_norm: true`)."""
 
 from __future__ import annotations
 
 import pytest
 import torch
 
-from training.batch_norm import ConvBatchNorm, add_batch_norm, fold_batch_norm
-from training.train import disable_flow_stream
 from wsvs_ros.model.two_stream import TwoStreamNet
+from wsvs_training.batch_norm import ConvBatchNorm, add_batch_norm, fold_batch_norm
+from wsvs_training.train import disable_flow_stream
 
 
 def trained_batch_norm_net(dtype: torch.dtype) -> TwoStreamNet:

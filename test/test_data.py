@@ -14,19 +14,19 @@ import torch
 from conftest import tiny_spec
 from weak_fixtures import write_during_first_save, write_tiny_drives
 
-from training import flow_snippets
-from training.datasets.camvid import camvid_clips
-from training.datasets.cityscapes import cityscapes_clips
-from training.datasets.clips import load_label_map, write_tags_from_annotations
-from training.datasets.synth_drives import synth_clips
-from training.flow_snippets import FlowCache, pair_flows, window_flows
-from training.weak_dataset import WeakDataset
 from wsvs_ros.engine import TorchEngine
 from wsvs_ros.flow import make_flow
 from wsvs_ros.labels import CAMVID, CITYSCAPES, DRIVE, VOID_ID
 from wsvs_ros.model.checkpoint import build_model
 from wsvs_ros.pipeline import Segmenter
 from wsvs_ros.spec import ModelSpec
+from wsvs_training import flow_snippets
+from wsvs_training.datasets.camvid import camvid_clips
+from wsvs_training.datasets.cityscapes import cityscapes_clips
+from wsvs_training.datasets.clips import load_label_map, write_tags_from_annotations
+from wsvs_training.datasets.synth_drives import synth_clips
+from wsvs_training.flow_snippets import FlowCache, pair_flows, window_flows
+from wsvs_training.weak_dataset import WeakDataset
 
 
 def _png(path: Path, image: np.ndarray) -> None:
@@ -134,7 +134,7 @@ def test_present_tag_files_are_still_checked_when_tags_are_optional(tmp_path: Pa
 
 
 def test_wsvs_train_tags_writes_the_tags_the_loader_reads(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    from training.cli import main
+    from wsvs_training.cli import main
 
     _write_cityscapes(tmp_path)
     assert main(["tags", "--dataset", "cityscapes", "--data", str(tmp_path), "--split", "val"]) == 0
@@ -297,7 +297,7 @@ def test_a_model_runs_on_a_training_sample(tmp_path: Path) -> None:
 
 
 def test_wsvs_train_synth_wraps_the_generator(tmp_path: Path) -> None:
-    from training.cli import main
+    from wsvs_training.cli import main
 
     args = ["synth", "--out", str(tmp_path), "--clips", "2", "--val-clips", "1", "--seed", "0", "--frames", "2"]
     assert main([*args, "--size", "32x16", "--iconic", "0"]) == 0

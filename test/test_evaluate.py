@@ -11,11 +11,11 @@ import torch
 from conftest import tiny_spec
 from weak_fixtures import write_tiny_drives
 
-from training.cli import main as cli_main
-from training.datasets.synth_drives import synth_clips
-from training.evaluate import confusion_matrix, evaluate_checkpoint, metrics_from_confusion, perfect_coarse_labels
 from wsvs_ros.labels import VOID_ID
 from wsvs_ros.model.checkpoint import build_model, save_checkpoint
+from wsvs_training.cli import main as cli_main
+from wsvs_training.datasets.synth_drives import synth_clips
+from wsvs_training.evaluate import confusion_matrix, evaluate_checkpoint, metrics_from_confusion, perfect_coarse_labels
 
 V = VOID_ID
 

@@ -14,10 +14,10 @@ import yaml
 from conftest import tiny_spec
 from weak_fixtures import write_tiny_drives
 
-from training.datasets.clips import Clip
-from training.heatmap_quality import mask_quality
-from training.heatmaps import save_iconic_classifier, train_iconic_classifier
 from wsvs_ros.labels import DRIVE, VOID_ID
+from wsvs_training.datasets.clips import Clip
+from wsvs_training.heatmap_quality import mask_quality
+from wsvs_training.heatmaps import save_iconic_classifier, train_iconic_classifier
 
 ROAD, SKY, CAR = (DRIVE.by_name(n).id for n in ("road", "sky", "car"))
 V = VOID_ID
@@ -134,7 +134,7 @@ def test_heatmaps_of_the_wrong_shape_are_refused(tmp_path: Path) -> None:
 
 
 def test_wsvs_train_heatmaps_prints_a_table_and_writes_json(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    from training.cli import main
+    from wsvs_training.cli import main
 
     root = write_tiny_drives(tmp_path / "d", clips=2, frames=3)
     model, info = train_iconic_classifier(root / "iconic", DRIVE.names, epochs=1, seed=0, log=False)

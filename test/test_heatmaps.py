@@ -10,8 +10,10 @@ import torch
 from conftest import tiny_spec
 from weak_fixtures import noisy_colour, write_during_first_save, write_iconic, write_tiny_drives
 
-from training.datasets.synth_drives import synth_clips
-from training.heatmaps import (
+from wsvs_ros.labels import CITYSCAPES, DRIVE
+from wsvs_ros.model.vgg_init import VGG16_STATE_SHAPES
+from wsvs_training.datasets.synth_drives import synth_clips
+from wsvs_training.heatmaps import (
     HeatmapCache,
     HeatmapSource,
     VGGClassifier,
@@ -23,10 +25,8 @@ from training.heatmaps import (
     save_iconic_classifier,
     train_iconic_classifier,
 )
-from training.heatmaps import _augment as augment_iconic
-from training.losses import binary_masks
-from wsvs_ros.labels import CITYSCAPES, DRIVE
-from wsvs_ros.model.vgg_init import VGG16_STATE_SHAPES
+from wsvs_training.heatmaps import _augment as augment_iconic
+from wsvs_training.losses import binary_masks
 
 SMALL_VGG_BLOCKS = ((4, 4), (8, 8), (8, 8, 8), (8, 8, 8), (8, 8, 8))  # VGG-16's layout, few channels
 
@@ -227,7 +227,7 @@ def test_iconic_augmentation_keeps_size_and_range_and_is_seeded() -> None:
 
 
 def test_wsvs_train_classifiers_writes_a_loadable_file(tmp_path: Path) -> None:
-    from training.cli import main
+    from wsvs_training.cli import main
 
     write_tiny_drives(tmp_path / "d", clips=1, frames=1)
     out = tmp_path / "iconic.pt"

@@ -2,8 +2,8 @@
 
 The rooms are the ROS-free core (the modules at the top of `wsvs_ros` and its `flow`, `model` and `engine` packages),
 `wsvs_ros.messages` (ROS message formats, no rclpy), `wsvs_ros.node` (the rclpy node), `wsvs_ros.tools` (the `wsvs`
-command) and `training` (offline, never imported by `wsvs_ros`). Lazy imports inside functions count: a cycle that
-only closes at run time is still a cycle for the reader.
+command) and `training/` (offline, installed as `wsvs_training`, never imported by `wsvs_ros`). Lazy imports inside
+functions count: a cycle that only closes at run time is still a cycle for the reader.
 """
 
 from __future__ import annotations
@@ -14,12 +14,13 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-PACKAGES = ("wsvs_ros", "training")
+PACKAGES = {"wsvs_ros": "wsvs_ros", "training": "wsvs_training"}  # folder -> installed name
 EDGE_ROOMS = ("wsvs_ros.messages", "wsvs_ros.node", "wsvs_ros.tools")
 
 
 def module_name(path: Path) -> str:
     parts = list(path.relative_to(ROOT).with_suffix("").parts)
+    parts[0] = PACKAGES[parts[0]]
     if parts[-1] == "__init__":
         parts.pop()
     return ".".join(parts)
@@ -49,7 +50,9 @@ def imported_names(path: Path, name: str) -> set[str]:
 def import_graph() -> dict[str, set[str]]:
     """Project module -> the project modules it imports."""
     modules = project_modules()
-    return {name: {m for m in imported_names(path, name) if m in modules and m != name} for name, path in modules.items()}
+    return {
+        name: {m for m in imported_names(path, name) if m in modules and m != name} for name, path in modules.items()
+    }
 
 
 def find_cycle(graph: dict[str, set[str]]) -> list[str] | None:
@@ -78,7 +81,7 @@ def find_cycle(graph: dict[str, set[str]]) -> list[str] | None:
 
 
 def room(module: str) -> str:
-    if module.startswith("training"):
+    if module.startswith("wsvs_training"):
         return "training"
     return next((r for r in EDGE_ROOMS if module == r or module.startswith(r + ".")), "core")
 

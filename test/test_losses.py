@@ -7,7 +7,16 @@ import math
 import pytest
 import torch
 
-from training.losses import PROB_FLOOR, binary_masks, crf_kl_loss, heatmap_loss, log1m, lse_pool, safe_log, tag_loss
+from wsvs_training.losses import (
+    PROB_FLOOR,
+    binary_masks,
+    crf_kl_loss,
+    heatmap_loss,
+    log1m,
+    lse_pool,
+    safe_log,
+    tag_loss,
+)
 
 DTYPES = [torch.float32, torch.float64]
 

@@ -12,7 +12,8 @@ import cv2
 import numpy as np
 import pytest
 
-from training.synth.drives import (
+from wsvs_ros.labels import DRIVE, VOID_ID
+from wsvs_training.synth.drives import (
     ICONIC_SIZE,
     TAG_MIN_FRACTION,
     iconic_images,
@@ -20,11 +21,10 @@ from training.synth.drives import (
     render_clip,
     write_drives,
 )
-from training.synth.props import car_prop
-from training.synth.render import SceneRenderer
-from training.synth.sampling import sample_scene
-from training.synth.scene import CAR, FPS, ROAD, SKY, Scene
-from wsvs_ros.labels import DRIVE, VOID_ID
+from wsvs_training.synth.props import car_prop
+from wsvs_training.synth.render import SceneRenderer
+from wsvs_training.synth.sampling import sample_scene
+from wsvs_training.synth.scene import CAR, FPS, ROAD, SKY, Scene
 
 SIZE = (64, 32)
 CLIPS, FRAMES, VAL = 3, 3, 1

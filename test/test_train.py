@@ -13,9 +13,12 @@ import torch
 import yaml
 from weak_fixtures import write_tiny_drives
 
-from training import train
-from training.heatmaps import save_iconic_classifier, train_iconic_classifier
-from training.train import (
+from wsvs_ros.labels import DRIVE
+from wsvs_ros.model.checkpoint import build_model, load_checkpoint
+from wsvs_ros.spec import ModelSpec
+from wsvs_training import train
+from wsvs_training.heatmaps import save_iconic_classifier, train_iconic_classifier
+from wsvs_training.train import (
     OPTIMISERS,
     TrainConfig,
     batch_indices,
@@ -26,9 +29,6 @@ from training.train import (
     load_config,
     train_step,
 )
-from wsvs_ros.labels import DRIVE
-from wsvs_ros.model.checkpoint import build_model, load_checkpoint
-from wsvs_ros.spec import ModelSpec
 
 
 @pytest.fixture(scope="module")

@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 import torch
 
-from training.synth.drives import write_drives
 from wsvs_ros.labels import DRIVE
+from wsvs_training.synth.drives import write_drives
 
 T = TypeVar("T")
 

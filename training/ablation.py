@@ -6,8 +6,8 @@ Four setups trained on the same clips from the same base config, evaluated on th
   ImageNet classifier would cover; here their heatmaps come from the iconic classifiers like every class).
 - Our-Heatmap: single stream, Eq. 4 for all classes.
 - Two-Stream: the two-stream network with all losses.
-"Single stream" zeroes and freezes the flow stream (`training.train.disable_flow_stream`): its output is exactly 0, so
-the network is the RGB stream with its two heads; everything else (data, iterations, optimiser, seed) is shared.
+"Single stream" zeroes and freezes the flow stream (`wsvs_training.train.disable_flow_stream`): its output is exactly
+0, so the network is the RGB stream with its two heads; everything else (data, iterations, optimiser, seed) is shared.
 Writes DIR/{setup}/ (checkpoint, log, eval/), DIR/ablation.json and a Table-2-style DIR/ablation.md.
 """
 
@@ -19,8 +19,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from training.evaluate import evaluate_checkpoint, percent
-from training.train import TrainConfig, fit, load_clips
+from wsvs_training.evaluate import evaluate_checkpoint, percent
+from wsvs_training.train import TrainConfig, fit, load_clips
 
 THING_CLASSES = ("car", "person", "pole")
 

@@ -28,16 +28,16 @@ def _overrides(pairs: Sequence[str]) -> dict[str, Any]:
 
 
 def _cmd_synth(args: argparse.Namespace, rest: Sequence[str]) -> int:
-    from training.synth.drives import main as synth_main
+    from wsvs_training.synth.drives import main as synth_main
 
     return synth_main(list(rest))
 
 
 def _cmd_tags(args: argparse.Namespace, command: str) -> int:
-    from training.datasets.clips import write_tags_from_annotations
-    from training.datasets.layouts import dataset_clips
     from wsvs_ros.labels import get_label_set
     from wsvs_ros.spec import ModelSpec
+    from wsvs_training.datasets.clips import write_tags_from_annotations
+    from wsvs_training.datasets.layouts import dataset_clips
 
     # The annotations decode to the dataset's own class ids, and its label set bears the dataset's name.
     labels = get_label_set(args.dataset)
@@ -53,8 +53,8 @@ def _cmd_tags(args: argparse.Namespace, command: str) -> int:
 def _cmd_classifiers(args: argparse.Namespace, command: str) -> int:
     import torch
 
-    from training.heatmaps import save_iconic_classifier, train_iconic_classifier
     from wsvs_ros.labels import get_label_set
+    from wsvs_training.heatmaps import save_iconic_classifier, train_iconic_classifier
 
     torch.set_num_threads(args.threads)
     names = args.classes or list(get_label_set(args.label_set).names)
@@ -66,7 +66,7 @@ def _cmd_classifiers(args: argparse.Namespace, command: str) -> int:
 
 
 def _cmd_fit(args: argparse.Namespace, command: str) -> int:
-    from training.train import fit, load_config
+    from wsvs_training.train import fit, load_config
 
     config = load_config(args.config, **_overrides(args.set))
     path = fit(config, command=command)
@@ -77,10 +77,10 @@ def _cmd_fit(args: argparse.Namespace, command: str) -> int:
 def _cmd_evaluate(args: argparse.Namespace, command: str) -> int:
     import torch
 
-    from training.datasets.layouts import dataset_clips
-    from training.evaluate import evaluate_checkpoint
     from wsvs_ros.labels import get_label_set
     from wsvs_ros.model.checkpoint import load_checkpoint
+    from wsvs_training.datasets.layouts import dataset_clips
+    from wsvs_training.evaluate import evaluate_checkpoint
 
     torch.set_num_threads(args.threads)
     spec = load_checkpoint(args.checkpoint).spec
@@ -95,9 +95,9 @@ def _cmd_evaluate(args: argparse.Namespace, command: str) -> int:
 def _cmd_heatmaps(args: argparse.Namespace, command: str) -> int:
     import torch
 
-    from training.heatmap_quality import format_table, mask_quality
-    from training.heatmaps import heatmap_source
-    from training.train import load_clips, load_config
+    from wsvs_training.heatmap_quality import format_table, mask_quality
+    from wsvs_training.heatmaps import heatmap_source
+    from wsvs_training.train import load_clips, load_config
 
     config = load_config(args.config, **_overrides(args.set))
     if config.iconic is None and config.vgg16 is None:
@@ -118,8 +118,8 @@ def _cmd_heatmaps(args: argparse.Namespace, command: str) -> int:
 
 
 def _cmd_stride_bound(args: argparse.Namespace, command: str) -> int:
-    from training.evaluate import output_stride_bound, percent
-    from training.train import load_clips, load_config
+    from wsvs_training.evaluate import output_stride_bound, percent
+    from wsvs_training.train import load_clips, load_config
 
     config = load_config(args.config, **_overrides(args.set))
     spec = config.model_spec()
@@ -139,8 +139,8 @@ def _cmd_stride_bound(args: argparse.Namespace, command: str) -> int:
 
 
 def _cmd_ablation(args: argparse.Namespace, command: str) -> int:
-    from training.ablation import SETUPS, run_ablation
-    from training.train import load_config
+    from wsvs_training.ablation import SETUPS, run_ablation
+    from wsvs_training.train import load_config
 
     base = load_config(args.config, **_overrides(args.set))
     rows = run_ablation(base, args.out, command=command, eval_split=args.split, setups=args.setups or SETUPS)
@@ -166,7 +166,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="wsvs-train", description="Weakly-supervised training of the two-stream net.")
     sub = parser.add_subparsers(dest="command", required=True)
 
-    sub.add_parser("synth", help="write synthetic drives (arguments of `python -m training.synth`)", add_help=False)
+    sub.add_parser(
+        "synth", help="write synthetic drives (arguments of `python -m wsvs_training.synth`)", add_help=False
+    )
 
     p = sub.add_parser("tags", help="derive the video-level tags of Cityscapes / CamVid clips from their annotations")
     p.add_argument("--dataset", required=True, choices=("cityscapes", "camvid"))

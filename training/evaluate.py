@@ -1,9 +1,10 @@
 """Evaluation against pixel-level ground truth: `wsvs-train evaluate CKPT --data DIR --split val --out DIR`.
 
-Reads annotations (`training.datasets.clips.load_label_map`); only `training.heatmap_quality` does too. Frames go
-through the deployed preprocessing and flow window (`frame_to_tensor`, the model's flow backend, `FlowWindow` via
-`window_flows`; the flows are those the node computes, cached per clip), the network, optionally a dense CRF at
-the input size (`--crf`, paper 4.2), and the labels are resized to the annotation's size with nearest neighbours.
+Reads annotations (`wsvs_training.datasets.clips.load_label_map`); only `wsvs_training.heatmap_quality` does too.
+Frames go through the deployed preprocessing and flow window (`frame_to_tensor`, the model's flow backend,
+`FlowWindow` via `window_flows`; the flows are those the node computes, cached per clip), the network, optionally a
+dense CRF at the input size (`--crf`, paper 4.2), and the labels are resized to the annotation's size with nearest
+neighbours.
 
 Metrics come from one confusion matrix accumulated over all evaluated frames (rows: ground truth, columns:
 prediction), void pixels (255) ignored:
@@ -28,14 +29,14 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from training.datasets.clips import Clip, load_label_map, read_rgb
-from training.flow_snippets import FlowCache, has_full_window, window_flows
 from wsvs_ros.crf import dense_crf
 from wsvs_ros.labels import VOID_ID, LabelSet, get_label_set
 from wsvs_ros.model.checkpoint import load_checkpoint
 from wsvs_ros.model.two_stream import TwoStreamNet
 from wsvs_ros.preprocess import frame_to_tensor, normalize_rgb
 from wsvs_ros.spec import ModelSpec
+from wsvs_training.datasets.clips import Clip, load_label_map, read_rgb
+from wsvs_training.flow_snippets import FlowCache, has_full_window, window_flows
 
 
 def confusion_matrix(prediction: np.ndarray, truth: np.ndarray, num_classes: int) -> np.ndarray:

@@ -16,11 +16,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from training.datasets.clips import Clip, read_rgb
 from wsvs_ros.atomic_file import atomic_write
 from wsvs_ros.flow import FlowWindow, make_flow
 from wsvs_ros.preprocess import encode_flow, frame_to_tensor
 from wsvs_ros.spec import ModelSpec
+from wsvs_training.datasets.clips import Clip, read_rgb
 
 
 def window_extent(spec: ModelSpec) -> tuple[int, int]:

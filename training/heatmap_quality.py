@@ -1,6 +1,6 @@
 """How well the heatmap masks B_k match the annotations: `wsvs-train heatmaps CONFIG.yaml [--split val]`.
 
-Evaluation only, like `training.evaluate`: the annotations are read here (`load_label_map`) to score the masks the
+Evaluation only, like `wsvs_training.evaluate`: the annotations are read here (`load_label_map`) to score the masks the
 heatmap loss (Eq. 4) would use, and what this module returns never reaches a loss. A mask's errors become the
 network's: pixels of B_k that are not class k (low precision) are pushed towards k, and class-k pixels outside B_k
 (low recall) get no heatmap term at all.
@@ -16,13 +16,13 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from training.datasets.clips import Clip, load_label_map, read_rgb
-from training.heatmaps import HEATMAP_STRIDE
-from training.losses import binary_masks
-from training.weak_dataset import tag_vector
 from wsvs_ros.labels import VOID_ID, get_label_set
 from wsvs_ros.preprocess import frame_to_tensor
 from wsvs_ros.spec import ModelSpec
+from wsvs_training.datasets.clips import Clip, load_label_map, read_rgb
+from wsvs_training.heatmaps import HEATMAP_STRIDE
+from wsvs_training.losses import binary_masks
+from wsvs_training.weak_dataset import tag_vector
 
 COUNTS = ("frames", "masked_frames", "mask_pixels", "class_pixels", "hits")
 
@@ -53,7 +53,7 @@ def mask_quality(
 
     Args:
         source: (1, 3, H, W) RGB 0..255 float -> (1, C, H / 8, W / 8) heatmaps in the spec's class order, e.g. a
-            `training.heatmaps.HeatmapSource`.
+            `wsvs_training.heatmaps.HeatmapSource`.
         clips: clips with annotations; their annotated target frames are evaluated.
         spec: input size and classes.
         fraction: B_k threshold relative to each map's maximum (`TrainConfig.mask_fraction`, paper: 0.2).

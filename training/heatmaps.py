@@ -12,7 +12,7 @@
 - For the synthetic drives there are no ImageNet weights, so every class, car and person included, uses the
   iconic classifiers (`HeatmapSource` with no VGG-16 file).
 
-Binary masks B_k (paper 3.2.1) are `training.losses.binary_masks(heatmaps)`, 20% of each map's maximum.
+Binary masks B_k (paper 3.2.1) are `wsvs_training.losses.binary_masks(heatmaps)`, 20% of each map's maximum.
 Heatmaps of every class are computed once per training frame and cached (`HeatmapCache`).
 """
 
@@ -30,14 +30,14 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from training.datasets.clips import Clip, read_rgb
-from training.flow_snippets import frame_signatures
 from wsvs_ros.atomic_file import atomic_write
 from wsvs_ros.labels import LabelSet
 from wsvs_ros.model.two_stream import VGG16_BLOCKS, VGG16_FC_CHANNELS
 from wsvs_ros.model.vgg_init import IMAGENET_CLASSES, VGG16_STATE_SHAPES
 from wsvs_ros.preprocess import frame_to_tensor
 from wsvs_ros.spec import IMAGENET_MEAN, IMAGENET_STD, ModelSpec
+from wsvs_training.datasets.clips import Clip, read_rgb
+from wsvs_training.flow_snippets import frame_signatures
 
 ICONIC_BLOCKS: tuple[tuple[int, ...], ...] = ((32, 32), (64, 64), (128, 128))
 ICONIC_SIZE = 40  # pixels; three pools make it the 5 x 5 grid the first fully connected layer reads

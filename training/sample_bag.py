@@ -1,6 +1,6 @@
 """The sample drive shipped for `wsvs demo`: one synthetic clip as a rosbag2 (mcap) of JPEG CompressedImages.
 
-    python -m training.sample_bag --out wsvs_ros/data/sample_drive --seed 8 --frames 40 --size 512x256
+    python -m wsvs_training.sample_bag --out wsvs_ros/data/sample_drive --seed 8 --frames 40 --size 512x256
 
 Made once and committed (wsvs_ros never imports training); the label maps are not in the bag.
 """
@@ -17,8 +17,8 @@ import numpy as np
 from rosbags.rosbag2 import StoragePlugin, Writer
 from rosbags.typesys import Stores, get_typestore
 
-from training.synth.drives import parse_size, render_clip
-from training.synth.scene import FPS
+from wsvs_training.synth.drives import parse_size, render_clip
+from wsvs_training.synth.scene import FPS
 
 TOPIC = "/camera/image_raw/compressed"
 FRAME_ID = "camera_front"
@@ -50,7 +50,7 @@ def write_sample_bag(out: Path, *, seed: int, frames: int, size: tuple[int, int]
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m training.sample_bag", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m wsvs_training.sample_bag", description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--seed", type=int, default=8)
     parser.add_argument("--frames", type=int, default=40)

@@ -28,13 +28,6 @@ import torch.nn.functional as F
 import yaml
 from tqdm import tqdm
 
-from training.batch_norm import add_batch_norm, fold_batch_norm
-from training.datasets.clips import Clip
-from training.datasets.layouts import DATASETS, dataset_clips
-from training.flow_snippets import FlowCache
-from training.heatmaps import HeatmapCache, heatmap_scales, heatmap_source
-from training.losses import binary_masks, crf_kl_loss, heatmap_loss, tag_loss
-from training.weak_dataset import WeakDataset
 from wsvs_ros.atomic_file import atomic_write
 from wsvs_ros.crf import dense_crf
 from wsvs_ros.flow import make_flow
@@ -44,6 +37,13 @@ from wsvs_ros.model.two_stream import TwoStreamNet
 from wsvs_ros.model.vgg_init import load_vgg16_weights
 from wsvs_ros.preprocess import normalize_rgb
 from wsvs_ros.spec import ModelSpec
+from wsvs_training.batch_norm import add_batch_norm, fold_batch_norm
+from wsvs_training.datasets.clips import Clip
+from wsvs_training.datasets.layouts import DATASETS, dataset_clips
+from wsvs_training.flow_snippets import FlowCache
+from wsvs_training.heatmaps import HeatmapCache, heatmap_scales, heatmap_source
+from wsvs_training.losses import binary_masks, crf_kl_loss, heatmap_loss, tag_loss
+from wsvs_training.weak_dataset import WeakDataset
 
 
 @dataclass(frozen=True)
@@ -94,7 +94,7 @@ class TrainConfig:
         tag_weight, heatmap_weight, crf_weight: weights of the three loss terms (0 switches one off).
         heatmap_classes: classes whose heatmaps enter Eq. 4 (None: all classes).
         single_stream: train the RGB stream only (see module docstring).
-        batch_norm: train with a BatchNorm after each stream convolution (`training.batch_norm`); checkpoints hold
+        batch_norm: train with a BatchNorm after each stream convolution (`wsvs_training.batch_norm`); checkpoints hold
             the plain network with the BatchNorms folded into the convolutions.
         optimizer: a key of OPTIMISERS; lr, lr_step, lr_gamma: override the preset's learning rate and its
             schedule (lr times lr_gamma every lr_step iterations).

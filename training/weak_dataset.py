@@ -7,11 +7,11 @@ from dataclasses import dataclass
 
 import torch
 
-from training.datasets.clips import Clip, read_rgb
-from training.flow_snippets import FlowCache, has_full_window, window_flows
 from wsvs_ros.labels import LabelSet
 from wsvs_ros.preprocess import frame_to_tensor
 from wsvs_ros.spec import ModelSpec
+from wsvs_training.datasets.clips import Clip, read_rgb
+from wsvs_training.flow_snippets import FlowCache, has_full_window, window_flows
 
 
 @dataclass(frozen=True)

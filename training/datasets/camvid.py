@@ -9,10 +9,10 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from training.datasets.clips import Clip, read_tags
-from training.flow_snippets import window_extent
 from wsvs_ros.labels import CAMVID, LabelSet
 from wsvs_ros.spec import ModelSpec
+from wsvs_training.datasets.clips import Clip, read_tags
+from wsvs_training.flow_snippets import window_extent
 
 _CAMVID_NAME = re.compile(r"^(?P<seq>.+)_(?P<prefix>[A-Za-z]*)(?P<frame>\d+)\.png$")
 

@@ -8,8 +8,8 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from training.datasets.clips import Clip, read_tags
 from wsvs_ros.labels import CITYSCAPES, LabelSet
+from wsvs_training.datasets.clips import Clip, read_tags
 
 CITYSCAPES_ANNOTATED_INDEX = 19
 

@@ -5,7 +5,7 @@ Tags are video-level: `tags/{split}/{clip}.json` holding `{"tags": [class names]
 generator writes them; for Cityscapes and CamVid they are derived once from the annotations (image-level labels
 only) by `wsvs-train tags --dataset cityscapes|camvid --data ROOT --split SPLIT`, which loads the clips with
 `require_tags=False` (no tags yet) and calls `write_tags_from_annotations`. A clip's `annotations` are the paths of
-pixel-level ground truth, which only `training.evaluate` reads (`load_label_map`): training never opens them, so no
+pixel-level ground truth, which only `wsvs_training.evaluate` reads (`load_label_map`): training never opens them, so no
 pixel label can reach a loss.
 """
 

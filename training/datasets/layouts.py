@@ -4,12 +4,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from training.datasets.camvid import camvid_clips
-from training.datasets.cityscapes import cityscapes_clips
-from training.datasets.clips import Clip
-from training.datasets.synth_drives import synth_clips
 from wsvs_ros.labels import LabelSet
 from wsvs_ros.spec import ModelSpec
+from wsvs_training.datasets.camvid import camvid_clips
+from wsvs_training.datasets.cityscapes import cityscapes_clips
+from wsvs_training.datasets.clips import Clip
+from wsvs_training.datasets.synth_drives import synth_clips
 
 DATASETS = ("synth", "cityscapes", "camvid")
 

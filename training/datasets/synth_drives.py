@@ -1,18 +1,18 @@
-"""The synthetic drives written by `training.synth` (`wsvs-train synth`): Cityscapes' layout with city `synth`, every
-frame annotated in `gtFine/{split}/synth/*_gtFine_labelTrainIds.png` (DRIVE ids, 255 void).
+"""The synthetic drives written by `wsvs_training.synth` (`wsvs-train synth`): Cityscapes' layout with city `synth`,
+every frame annotated in `gtFine/{split}/synth/*_gtFine_labelTrainIds.png` (DRIVE ids, 255 void).
 """
 
 from __future__ import annotations
 
 from pathlib import Path
 
-from training.datasets.cityscapes import _group_cityscapes_frames
-from training.datasets.clips import Clip, read_tags
 from wsvs_ros.labels import DRIVE, LabelSet
+from wsvs_training.datasets.cityscapes import _group_cityscapes_frames
+from wsvs_training.datasets.clips import Clip, read_tags
 
 
 def synth_clips(root: str | Path, split: str, *, label_set: LabelSet = DRIVE, require_tags: bool = True) -> list[Clip]:
-    """Synthetic drives written by `training.synth`: every frame is a target and (for evaluation) annotated.
+    """Synthetic drives written by `wsvs_training.synth`: every frame is a target and (for evaluation) annotated.
 
     Args:
         require_tags: False gives clips without a tag file empty tags instead of raising FileNotFoundError.

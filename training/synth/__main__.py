@@ -1,7 +1,7 @@
-"""`python -m training.synth`: the same as `wsvs-train synth` (see `training.synth.drives`)."""
+"""`python -m wsvs_training.synth`: the same as `wsvs-train synth` (see `wsvs_training.synth.drives`)."""
 
 import sys
 
-from training.synth.drives import main
+from wsvs_training.synth.drives import main
 
 sys.exit(main())

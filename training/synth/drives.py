@@ -2,7 +2,7 @@
 
 Command line (the same as `write_drives`):
 
-    python -m training.synth --out DIR --clips N --seed S [--frames 30] [--size 512x256] [--val-clips K] [--iconic 100]
+    wsvs-train synth --out DIR --clips N --seed S [--frames 30] [--size 512x256] [--val-clips K] [--iconic 100]
 
 Layout under DIR (`city` is always "synth", `seq` numbers the clips 0..N-1 across both splits, `frame` 0..F-1):
 
@@ -37,10 +37,10 @@ import cv2
 import numpy as np
 from tqdm import tqdm
 
-from training.synth.render import SceneRenderer
-from training.synth.sampling import sample_scene
-from training.synth.scene import CAR, FPS, PERSON, POLE, Scene
 from wsvs_ros.labels import DRIVE
+from wsvs_training.synth.render import SceneRenderer
+from wsvs_training.synth.sampling import sample_scene
+from wsvs_training.synth.scene import CAR, FPS, PERSON, POLE, Scene
 
 CITY = "synth"
 TAG_MIN_FRACTION = 0.002
@@ -234,7 +234,7 @@ def write_drives(
         written[name] += 1
 
     command = (
-        f"python -m training.synth --out {shlex.quote(str(out))} --clips {clips} --seed {seed} "
+        f"python -m wsvs_training.synth --out {shlex.quote(str(out))} --clips {clips} --seed {seed} "
         f"--frames {frames_per_clip} --size {width}x{height} --val-clips {val} --iconic {iconic_per_class}"
     )
     (out / "README.md").write_text(_readme(command, seed=seed, clips=clips, val=val, size=size))
@@ -288,7 +288,7 @@ def parse_size(text: str) -> tuple[int, int]:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Console entry point; see the module docstring."""
-    parser = argparse.ArgumentParser(prog="python -m training.synth", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m wsvs_training.synth", description=__doc__.split("\n")[0])
     parser.add_argument("--out", type=Path, required=True, help="new or empty output directory")
     parser.add_argument("--clips", type=int, required=True, help="number of clips")
     parser.add_argument("--seed", type=int, required=True, help="random seed (>= 0); same seed, same files")

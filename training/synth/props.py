@@ -8,7 +8,7 @@ import colorsys
 
 import numpy as np
 
-from training.synth.scene import (
+from wsvs_training.synth.scene import (
     _TEX,
     BUILDING,
     CAR,

@@ -9,7 +9,7 @@ import math
 import cv2
 import numpy as np
 
-from training.synth.scene import (
+from wsvs_training.synth.scene import (
     _CLOUD_HEIGHT,
     _CLOUD_TEXEL,
     _FAR,
@@ -28,7 +28,7 @@ from training.synth.scene import (
     Scene,
     _per_m,
 )
-from training.synth.textures import _make_atlas, _noise
+from wsvs_training.synth.textures import _make_atlas, _noise
 
 
 class _FaceTable:

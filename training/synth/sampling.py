@@ -7,7 +7,7 @@ from dataclasses import replace
 
 import numpy as np
 
-from training.synth.props import (
+from wsvs_training.synth.props import (
     _blob,
     _building,
     _hedge,
@@ -19,7 +19,7 @@ from training.synth.props import (
     _tree,
     car_prop,
 )
-from training.synth.scene import VEGETATION, Ego, Facade, Look, Material, Prop, Road, Scene, Side
+from wsvs_training.synth.scene import VEGETATION, Ego, Facade, Look, Material, Prop, Road, Scene, Side
 
 
 def _sample_look(rng: np.random.Generator) -> Look:

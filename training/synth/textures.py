@@ -7,7 +7,7 @@ import math
 import cv2
 import numpy as np
 
-from training.synth.scene import _LEVELS, _TEX, FACADES, RGB, Facade, Look, Material
+from wsvs_training.synth.scene import _LEVELS, _TEX, FACADES, RGB, Facade, Look, Material
 
 
 def _noise(rng: np.random.Generator, beta: float, elongate: tuple[float, float] = (1.0, 1.0)) -> np.ndarray:

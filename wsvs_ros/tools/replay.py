@@ -91,7 +91,7 @@ _LATCHED = Qos(
 
 
 def sample_drive() -> Path:
-    """The sample drive bag shipped for `wsvs demo` (wsvs_ros/data/sample_drive, made by training.sample_bag)."""
+    """The sample drive bag shipped for `wsvs demo` (wsvs_ros/data/sample_drive, made by wsvs_training.sample_bag)."""
     return Path(str(resources.files("wsvs_ros") / "data" / "sample_drive"))
 
 
