@@ -24,6 +24,7 @@ from wsvs_ros.node_config import (
     READY_MESSAGE,
     NodeConfig,
     StartupError,
+    check_known,
     default_model_path,
     load_model,
     mask_class_ids,
@@ -92,8 +93,8 @@ def test_a_value_of_the_wrong_type_is_refused_naming_the_parameter(name: str, va
         config(**{name: value})
 
 
-def test_an_unknown_parameter_is_refused_listing_the_known_ones() -> None:
-    with pytest.raises(ValueError, match=r"unknown parameter\(s\) \['camera'\]; the node takes .*'camera_topic'"):
+def test_an_unknown_parameter_is_refused_naming_the_nearest_known_one() -> None:
+    with pytest.raises(ValueError, match=r"unknown parameter 'camera' \(did you mean 'camera_topic'\?\); the node's"):
         config(camera="/camera/image_raw")
 
 
@@ -229,3 +230,19 @@ def test_the_shipped_yaml_sets_every_parameter_to_its_default_with_a_comment() -
 def test_the_launch_file_waits_for_the_line_the_node_logs_when_ready() -> None:
     launch_file = (REPO / "launch" / "segment.launch.py").read_text()
     assert f'READY_MESSAGE = "{READY_MESSAGE}"' in launch_file
+
+
+@pytest.mark.parametrize(
+    ("typo", "meant"),
+    [("input_width", None), ("crf_iteration", "crf_iterations"), ("modle", "model"), ("max_gaps", "max_gap")],
+)
+def test_a_misspelled_parameter_names_the_parameter_meant(typo: str, meant: str | None) -> None:
+    with pytest.raises(ValueError) as e:
+        check_known(["model", typo])
+    message = str(e.value)
+    assert "\n" not in message and message.startswith(f"unknown parameter {typo!r}")
+    assert (f"(did you mean {meant!r}?)" in message) if meant else "did you mean" not in message
+
+
+def test_parameters_every_ros_node_has_are_not_unknown() -> None:
+    check_known(["use_sim_time", "start_type_description_service", "qos_overrides./camera.subscription.depth"])

@@ -14,6 +14,7 @@ import numpy as np
 from wsvs_ros.labels import LabelSet
 from wsvs_ros.pipeline import SegmentResult
 from wsvs_ros.ros_io import (
+    DEFAULT_MAX_IMAGE_PIXELS,
     ImageDecodeError,
     compressed_to_rgb,
     image_to_rgb,
@@ -31,14 +32,16 @@ OVERLAY_TOPIC = "overlay"
 CLASS_MAP_TOPIC = "class_map"
 
 
-def decode_frame(msg: Any) -> np.ndarray:
+def decode_frame(msg: Any, *, max_pixels: int = DEFAULT_MAX_IMAGE_PIXELS) -> np.ndarray:
     """`sensor_msgs/Image` or `sensor_msgs/CompressedImage` (told apart by its `format` field) -> (H, W, 3) RGB.
 
     Raises:
-        ImageDecodeError: anything wrong with the message.
+        ImageDecodeError: anything wrong with the message, a frame of more than `max_pixels` pixels included.
     """
     try:
-        return compressed_to_rgb(msg) if hasattr(msg, "format") else image_to_rgb(msg)
+        if hasattr(msg, "format"):
+            return compressed_to_rgb(msg, max_pixels=max_pixels)
+        return image_to_rgb(msg, max_pixels=max_pixels)
     except ImageDecodeError:
         raise
     except Exception as e:  # a message missing fields altogether is as bad as bad pixels
