@@ -13,8 +13,11 @@ the `rosbags` library and writes, into one output directory:
   image decode) plus the Segmenter's stages, per result, as the node would spend it; writing the outputs is timed
   apart (`write_ms`), being replay's own cost.
 
-The directory is built under a hidden `.<name>.*.partial` sibling and renamed into place only once everything is
-written, so a crashed or interrupted replay never leaves a directory that looks complete.
+The directory is built under a hidden `.<name>.<pid>.*.partial` sibling and renamed into place only once everything
+is written, so a crashed or interrupted replay never leaves a directory that looks complete. An interrupted replay
+(Ctrl-C, or SIGTERM from `wsvs replay`, which treats it as Ctrl-C) removes its partial folder and writes nothing: a
+masks bag cut short has no metadata and rosbags cannot open it. One killed outright (SIGKILL, power loss) leaves
+the folder behind; the next replay into the same output removes it, once no process with its pid is running.
 """
 
 from __future__ import annotations
@@ -65,7 +68,7 @@ from wsvs_ros.outputs import (
     resolve_classes,
 )
 from wsvs_ros.pipeline import STAGES, SegmentResult, open_segmenter
-from wsvs_ros.ros_io import ImageDecodeError, frame_id_of, stamp_of, stamp_to_seconds
+from wsvs_ros.ros_io import DEFAULT_MAX_IMAGE_PIXELS, ImageDecodeError, frame_id_of, stamp_of, stamp_to_seconds
 from wsvs_ros.stats import RunStats, summarize, with_decode
 
 log = logging.getLogger(__name__)
@@ -124,6 +127,7 @@ def replay_bag(
     png_every: int = 10,
     max_gap: float | None = DEFAULT_MAX_GAP_S,
     crf_iterations: int = 0,
+    max_image_pixels: int = DEFAULT_MAX_IMAGE_PIXELS,
     force: bool = False,
     progress: bool = True,
 ) -> dict[str, Any]:
@@ -139,6 +143,7 @@ def replay_bag(
         png_every: write every n-th overlay as a PNG (0: none).
         max_gap: seconds between frames above which the flow window restarts (None: never), as for the node.
         crf_iterations: dense-CRF post-processing steps, as for the node (0: off).
+        max_image_pixels: frames with more pixels are skipped as bad before they are decoded, as in the node.
         force: replace an existing `out_dir` that holds an earlier replay's output.
         progress: show a progress bar over the topic's messages.
 
@@ -152,8 +157,9 @@ def replay_bag(
     Raises:
         FileNotFoundError: no such bag or model file.
         FileExistsError: `out_dir` exists (without `force`, or with `force` when it is not a replay output).
-        ValueError: the bag cannot be read, the topic is missing, ambiguous or not an image topic, an unknown class,
-            or a model/backend/device combination that cannot work.
+        ValueError: the bag cannot be read, the topic is missing, ambiguous or not an image topic, an unknown class
+            or one named twice, or a model/backend/device combination that cannot work.
+        OSError: the output directory cannot be created (the message names it).
         ImportError: the backend's runtime is not installed.
     """
     start = time.perf_counter()
@@ -178,18 +184,25 @@ def replay_bag(
         spec = segmenter.spec
         label_set = get_label_set(spec.label_set)
         mask_classes = resolve_classes(label_set, publish_classes)
+        if len(set(mask_classes)) != len(mask_classes):
+            raise ValueError(f"--classes {' '.join(publish_classes)} names a class twice (aliases count); list each once")
         warm_start = time.perf_counter()
         segmenter.warm_up()
         warm_up_s = time.perf_counter() - warm_start
 
-        out_dir.parent.mkdir(parents=True, exist_ok=True)
-        # A hidden sibling, renamed into place at the end (mkdir, unlike mkdtemp, honours the umask).
-        work = out_dir.with_name(f".{out_dir.name}.{secrets.token_hex(4)}.partial")
-        work.mkdir()
+        # A hidden sibling, renamed into place at the end (mkdir, unlike mkdtemp, honours the umask). The pid tells a
+        # later run whether its writer is gone.
+        work = out_dir.with_name(f".{out_dir.name}.{os.getpid()}.{secrets.token_hex(4)}.partial")
+        try:
+            out_dir.parent.mkdir(parents=True, exist_ok=True)
+            _remove_stale_partials(out_dir)
+            work.mkdir()
+        except OSError as e:
+            raise OSError(f"cannot create the output directory {out_dir}: {e.strerror or e}; choose another --out") from e
         try:
             stats = RunStats()
             skipped = _SkipLog(topic)
-            frame_reader = BagFrameReader(reader, typestore)
+            frame_reader = BagFrameReader(reader, typestore, max_pixels=max_image_pixels)
             with (
                 _ReplayWriter(
                     work, typestore=typestore, label_set=label_set, mask_classes=mask_classes, fps=fps,
@@ -249,6 +262,7 @@ def replay_bag(
                 },
                 "max_gap_s": max_gap,
                 "crf_iterations": crf_iterations,
+                "max_image_pixels": max_image_pixels,
                 "outputs": writer.outputs(),
             }
             (work / STATS_FILE).write_text(json.dumps(figures, indent=2) + "\n")
@@ -475,11 +489,13 @@ class _SkipLog:
 class BagFrameReader:
     """Raw bag message -> (RGB frame, Humble header, stamp in seconds), whatever the bag's ROS distribution.
 
-    `typestore` is the one of `open_bag` (the headers are built from its types).
+    `typestore` is the one of `open_bag` (the headers are built from its types); frames of more than `max_pixels`
+    pixels are refused before they are decoded.
     """
 
-    def __init__(self, reader: AnyReader, typestore: Typestore):
+    def __init__(self, reader: AnyReader, typestore: Typestore, *, max_pixels: int = DEFAULT_MAX_IMAGE_PIXELS):
         self.reader = reader
+        self.max_pixels = max_pixels
         self.header_type = typestore.types["std_msgs/msg/Header"]
         self.time_type = typestore.types["builtin_interfaces/msg/Time"]
 
@@ -489,7 +505,7 @@ class BagFrameReader:
             msg: Any = self.reader.deserialize(raw, connection.msgtype)  # an Image or CompressedImage class
         except AnyReaderError as e:
             raise ImageDecodeError(f"the message does not deserialize as {connection.msgtype} ({e})") from e
-        rgb = decode_frame(msg)
+        rgb = decode_frame(msg, max_pixels=self.max_pixels)
         sec, nanosec = stamp_of(msg)
         # The outputs are Humble messages, so the header is rebuilt (a ROS 1 header also has `seq`).
         header = self.header_type(stamp=self.time_type(sec=sec, nanosec=nanosec), frame_id=frame_id_of(msg))
@@ -552,6 +568,30 @@ def _check_out_dir(out_dir: Path, *, force: bool) -> None:
             f"output directory {out_dir} exists and is not an earlier replay's output (no {STATS_FILE}); --force only "
             "replaces replay outputs, so choose another --out or remove it yourself"
         )
+
+
+def _remove_stale_partials(out_dir: Path) -> None:
+    """Remove what killed replays into `out_dir` left: `.<name>.<pid>.*.partial` and `.<name>.<pid>.old` siblings
+    whose pid no longer runs (and partials of older releases, which had no pid in their names)."""
+    for path in out_dir.parent.glob(f".{out_dir.name}.*"):
+        parts = path.name[len(out_dir.name) + 2 :].split(".")
+        if parts[-1] not in ("partial", "old") or not path.is_dir() or path.is_symlink():
+            continue
+        pid = int(parts[0]) if len(parts) >= 2 and parts[0].isdigit() else None
+        if pid is not None and pid != os.getpid() and _pid_running(pid):
+            continue  # another replay into the same folder is writing it right now
+        log.warning("removing %s, left by a replay that was killed", path)
+        shutil.rmtree(path, ignore_errors=True)
+
+
+def _pid_running(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # someone else's process
+    return True
 
 
 def _move_into_place(work: Path, out_dir: Path, *, force: bool) -> None:
