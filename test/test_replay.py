@@ -496,7 +496,8 @@ def test_ctrl_c_or_sigterm_mid_replay_is_one_line_and_leaves_nothing(
     _, err = process.communicate(timeout=60)
     assert process.returncode == status, err
     lines = [line for line in err.splitlines() if line.strip()]
-    assert lines == [f"wsvs replay: {says}; nothing was written to --out (a replay's output appears only once complete)"]
+    stopped = "nothing was written to --out (a replay's output appears only once complete)"
+    assert lines == [f"wsvs replay: {says}; {stopped}"]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["drive", "tiny.pt"], "neither out/ nor a partial left"
 
 

@@ -185,7 +185,8 @@ def replay_bag(
         label_set = get_label_set(spec.label_set)
         mask_classes = resolve_classes(label_set, publish_classes)
         if len(set(mask_classes)) != len(mask_classes):
-            raise ValueError(f"--classes {' '.join(publish_classes)} names a class twice (aliases count); list each once")
+            named = " ".join(publish_classes)
+            raise ValueError(f"--classes {named} names a class twice (aliases count); list each class once")
         warm_start = time.perf_counter()
         segmenter.warm_up()
         warm_up_s = time.perf_counter() - warm_start
@@ -198,7 +199,8 @@ def replay_bag(
             _remove_stale_partials(out_dir)
             work.mkdir()
         except OSError as e:
-            raise OSError(f"cannot create the output directory {out_dir}: {e.strerror or e}; choose another --out") from e
+            reason = e.strerror or e
+            raise OSError(f"cannot create the output directory {out_dir}: {reason}; choose another --out") from e
         try:
             stats = RunStats()
             skipped = _SkipLog(topic)
