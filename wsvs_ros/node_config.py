@@ -19,7 +19,7 @@ from typing import Any
 from wsvs_ros.engine.loading import BACKENDS, PRECISIONS
 from wsvs_ros.engine.tensorrt_engine import EngineNotBuiltError
 from wsvs_ros.labels import LabelSet, get_label_set
-from wsvs_ros.model.checkpoint import default_model_path
+from wsvs_ros.model.checkpoint import check_model_file, default_model_path
 from wsvs_ros.outputs import DEFAULT_MASK_CLASSES, DEFAULT_MAX_GAP_S, resolve_classes
 from wsvs_ros.pipeline import Segmenter, open_segmenter
 from wsvs_ros.ros_io import DEFAULT_MAX_IMAGE_PIXELS
@@ -242,8 +242,10 @@ def resolve_model_path(model: str) -> Path:
             )
         return path
     path = Path(model).expanduser()
-    if not path.is_file():
-        raise StartupError(f"model file {path} does not exist; check the model parameter (model:=/path/to/model.pt)")
+    try:
+        check_model_file(path)
+    except (FileNotFoundError, ValueError) as e:
+        raise StartupError(f"{e}; check the model parameter (model:=/path/to/model.pt)") from None
     return path
 
 
