@@ -41,7 +41,10 @@ setup(
         # On Jetson, TensorRT comes from JetPack (python3-libnvinfer), not from pip: see docs/jetson.md.
         "tensorrt": ["tensorrt>=8.6", "pycuda>=2022.2"],
         "train": ["matplotlib>=3.5"],
-        "test": ["pytest>=7.3", "ruff>=0.5", "mypy>=1.8", "onnx>=1.14", "onnxruntime>=1.16", "onnxscript>=0.1"],
+        # pytest < 8: the launch_testing plugin of Humble and Jazzy fails to load under pytest 9.1+ (its
+        # pytest_pycollect_makemodule takes the `path` argument pytest dropped, ros2/launch#979) and over-collects
+        # under 8.x on Humble (ros2/launch#991); Jazzy's own python3-pytest is 7.4.4. 7.3 has tmp_path_retention_policy.
+        "test": ["pytest>=7.3,<8", "ruff>=0.5", "mypy>=1.8", "onnx>=1.14", "onnxruntime>=1.16", "onnxscript>=0.1"],
     },
     entry_points={
         "console_scripts": [

@@ -8,6 +8,11 @@ Every node parameter lives in params_file (default: share/wsvs_ros/config/segmen
 camera_topic, compressed, model, backend and device override it only when given: left empty, params_file's value
 stands. With bag set, `ros2 bag play <bag> --clock` starts once the node logs that it is ready (after its model has
 warmed up, so no frame is lost to start-up), and use_sim_time is forced true.
+
+Stop it with SIGINT (Ctrl-C, `docker stop --signal SIGINT`, systemd `KillSignal=SIGINT`): launch forwards it and the
+node shuts down cleanly. SIGTERM to the launch process alone ends launch and leaves the node running (launch's own
+handler does not signal its children, whatever the description says); a supervisor that sends SIGTERM must send it
+to the whole process group (systemd's default KillMode=control-group does), and the node then ends cleanly itself.
 """
 
 from __future__ import annotations

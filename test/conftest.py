@@ -6,10 +6,11 @@ from pathlib import Path
 
 import pytest
 import torch
+from tiny_models import tiny_spec
 
-from wsvs_ros.labels import DRIVE
 from wsvs_ros.model.checkpoint import build_model, save_checkpoint
-from wsvs_ros.spec import ModelSpec
+
+__all__ = ["DEVICES", "SHARED_DATA", "tiny_spec"]  # tests import these from conftest
 
 SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 
@@ -20,12 +21,6 @@ DEVICES = ["cpu", *(["cuda"] if torch.cuda.is_available() else [])]
 @pytest.fixture(params=DEVICES)
 def device(request: pytest.FixtureRequest) -> torch.device:
     return torch.device(request.param)
-
-
-def tiny_spec(**kw) -> ModelSpec:
-    """A 64x32-input, 1/32-width model spec (opencv flow: fast and exact enough for plumbing tests)."""
-    defaults = dict(input_width=64, input_height=32, flow_length=4, width=1 / 32, flow_method="opencv")
-    return ModelSpec(DRIVE.name, DRIVE.names, **{**defaults, **kw})
 
 
 # torchvision.models.vgg16().state_dict(), written out: features.N are the 13 convs (ReLUs and pools sit at the

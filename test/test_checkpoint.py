@@ -6,6 +6,7 @@ import os
 import stat
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from conftest import tiny_spec
@@ -64,3 +65,49 @@ def test_checkpoints_get_the_usual_file_permissions(tmp_path: Path) -> None:
     finally:
         os.umask(umask)
     assert stat.S_IMODE((tmp_path / "m.pt").stat().st_mode) == 0o644, "readable by the user the node runs as"
+
+
+def one_line_refusal(path: Path) -> str:
+    with pytest.raises((ValueError, FileNotFoundError)) as e:
+        load_checkpoint(path)
+    message = str(e.value)
+    assert "\n" not in message, message
+    assert "weights_only=False" not in message and "will likely succeed" not in message, message
+    return message
+
+
+def test_an_empty_file_is_named_empty(tmp_path: Path) -> None:
+    (tmp_path / "empty.pt").write_bytes(b"")
+    assert one_line_refusal(tmp_path / "empty.pt").endswith(
+        "empty.pt is empty (0 bytes); the copy or download that made it failed"
+    )
+
+
+def test_random_bytes_are_refused_in_one_line_without_offering_to_unpickle_them(tmp_path: Path) -> None:
+    path = tmp_path / "random.pt"
+    path.write_bytes(np.random.default_rng(0).integers(0, 256, 4096, np.uint8).tobytes())
+    assert "is not a readable wsvs_ros checkpoint: not a file torch.save wrote" in one_line_refusal(path)
+
+
+def test_a_pickled_object_is_refused_not_unpickled(tmp_path: Path) -> None:
+    path = tmp_path / "module.pt"
+    torch.save(torch.nn.Linear(1, 1), path)  # a whole module: unpickling it would import and run code
+    assert "holds Python objects, not only tensors" in one_line_refusal(path)
+
+
+def test_a_missing_tensor_is_named_in_one_line(tmp_path: Path, tiny_checkpoint: Path) -> None:
+    payload = torch.load(tiny_checkpoint, weights_only=True)
+    del payload["state_dict"]["rgb_stream.convs.0.weight"]
+    path = tmp_path / "missing.pt"
+    torch.save(payload, path)
+    message = one_line_refusal(path)
+    assert message.endswith("weights do not match the network its metadata describes: 1 tensor(s) missing "
+                            "(rgb_stream.convs.0.weight)"), message  # fmt: skip
+
+
+def test_a_directory_given_as_the_model_is_called_a_directory(tmp_path: Path, tiny_checkpoint: Path) -> None:
+    message = one_line_refusal(tmp_path)
+    assert (
+        message == f"model {tmp_path} is a directory, not a model file; pass the .pt or .onnx file itself "
+        "(it holds tiny.pt)"
+    )

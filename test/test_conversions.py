@@ -477,3 +477,71 @@ def test_overlay_blends_label_colours_over_the_frame() -> None:
 def test_overlay_refuses_mismatched_inputs(rgb: np.ndarray, labels: np.ndarray, alpha: float, message: str) -> None:
     with pytest.raises(ValueError, match=message):
         overlay(rgb, labels, DRIVE, alpha=alpha)
+
+
+# A decompression bomb: the header claims 20000x20000 pixels (1.2 GB decoded), the file is a few hundred bytes.
+# libjpeg fills the missing scan lines with grey, so before the size check this decoded to a full 20000x20000 image.
+_BOMB_SCRIPT = """
+import json, resource, struct, sys, zlib
+import cv2, numpy as np
+from rosbags.typesys import Stores, get_typestore
+from wsvs_ros.messages.conversions import ImageDecodeError, compressed_to_rgb
+
+msg_type = get_typestore(Stores.ROS2_HUMBLE).types["sensor_msgs/msg/CompressedImage"]
+jpeg = bytearray(cv2.imencode(".jpg", np.zeros((16, 16, 3), np.uint8))[1].tobytes())
+sof = jpeg.find(b"\\xff\\xc0")
+struct.pack_into(">HH", jpeg, sof + 5, 20000, 20000)
+png = bytearray(cv2.imencode(".png", np.zeros((16, 16, 3), np.uint8))[1].tobytes())
+struct.pack_into(">II", png, 16, 20000, 20000)
+struct.pack_into(">I", png, 29, zlib.crc32(bytes(png[12:29])))  # a valid IHDR: libpng checks its CRC
+out = {"sizes": [len(jpeg), len(png)]}
+before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+for name, fmt, payload in (("jpeg", "jpeg", jpeg), ("png", "png", png)):
+    msg = msg_type(header=None, format=fmt, data=np.frombuffer(bytes(payload), np.uint8))
+    try:
+        out[name] = "decoded %s" % (compressed_to_rgb(msg).shape,)
+    except ImageDecodeError as e:
+        out[name] = str(e)
+out["maxrss_growth_mb"] = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) / 1024
+print(json.dumps(out))
+"""
+
+
+def test_a_tiny_jpeg_or_png_claiming_20000x20000_is_refused_without_allocating_it() -> None:
+    import json
+    import subprocess
+    import sys
+
+    # A fresh interpreter, so its peak memory is this decode's and not an earlier test's.
+    run = subprocess.run([sys.executable, "-c", _BOMB_SCRIPT], capture_output=True, text=True, timeout=120)
+    assert run.returncode == 0, run.stderr
+    out = json.loads(run.stdout)
+    assert max(out["sizes"]) < 1000, "the bombs are a few hundred bytes"
+    for name in ("jpeg", "png"):
+        assert "declares 20000x20000" in out[name] and "max_image_pixels" in out[name], out[name]
+    assert out["maxrss_growth_mb"] < 30, f"refusing the bombs grew the process by {out['maxrss_growth_mb']:.0f} MB"
+
+
+def test_a_compressed_frame_over_the_pixel_limit_is_refused_and_one_at_it_decoded() -> None:
+    rgb = _frame(48, 64)
+    for ext in (".jpg", ".png"):
+        msg = _compressed(ext[1:], _encoded(ext, rgb[..., ::-1]))
+        assert compressed_to_rgb(msg, max_pixels=64 * 48).shape == (48, 64, 3)
+        with pytest.raises(ImageDecodeError, match="declares 64x48 = 3072 pixels, over the max_image_pixels"):
+            compressed_to_rgb(msg, max_pixels=64 * 48 - 1)
+
+
+def test_a_format_without_a_readable_header_is_held_to_the_limit_once_decoded() -> None:
+    msg = _compressed("bmp", _encoded(".bmp", _frame(48, 64)))
+    with pytest.raises(ImageDecodeError, match="64x48 = 3072 pixels"):
+        compressed_to_rgb(msg, max_pixels=1000)
+
+
+def test_a_raw_image_declaring_more_pixels_than_the_limit_is_refused_before_its_data_is_read() -> None:
+    # 20000x20000 declared with 24 bytes of data: refused for its size, not as a truncated message.
+    msg = _with(_grey_image(), width=20000, height=20000, step=20000)
+    with pytest.raises(ImageDecodeError, match="declares 20000x20000 = 400000000 pixels, over the max_image_pixels"):
+        image_to_rgb(msg)
+    assert image_to_rgb(_grey_image(), max_pixels=24).shape == (4, 6, 3)
+    with pytest.raises(ImageDecodeError, match="max_image_pixels limit of 23"):
+        image_to_rgb(_grey_image(), max_pixels=23)

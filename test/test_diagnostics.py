@@ -72,6 +72,31 @@ def test_warming_and_a_skipped_frame_are_both_named() -> None:
     assert report.message == "warming up: flow window not full; skipped 2 frame(s) that could not be decoded"
 
 
+def test_frames_that_all_arrive_and_are_all_rejected_are_an_error_with_the_count_and_reason() -> None:
+    reporter = DiagnosticsReporter()
+    stats = RunStats()
+    stats.received = stats.skipped_bad = 30
+    reason = "unsupported image encoding 'nv12'"
+    report = reporter.report(stats, flows_computed=0, resets=0, warming=True, last_skip_reason=reason)
+    assert report.level == Level.ERROR
+    assert report.message == f"rejecting every frame: 30 skipped as bad, none segmented; last: {reason}"
+    assert "warming" not in report.message
+    assert dict(report.values)["last_skip_reason"] == reason
+
+
+def test_a_run_that_segments_again_after_rejected_frames_is_back_to_warn_then_ok() -> None:
+    reporter = DiagnosticsReporter()
+    stats = RunStats()
+    stats.received = stats.skipped_bad = 3
+    assert reporter.report(stats, flows_computed=0, resets=0, warming=True, last_skip_reason="bad").level == Level.ERROR
+    stats.received += 2
+    stats.skipped_bad += 1
+    stats.add_result(TIMINGS)
+    report = reporter.report(stats, flows_computed=0, resets=0, warming=False, last_skip_reason="bad")
+    assert report.level == Level.WARN and report.message == "skipped 1 frame(s) that could not be decoded; last: bad"
+    assert reporter.report(stats, flows_computed=0, resets=0, warming=False).level == Level.OK
+
+
 def test_levels_match_diagnostic_msgs() -> None:
-    # diagnostic_msgs/DiagnosticStatus: OK=0, WARN=1
-    assert (int(Level.OK), int(Level.WARN)) == (0, 1)
+    # diagnostic_msgs/DiagnosticStatus: OK=0, WARN=1, ERROR=2
+    assert (int(Level.OK), int(Level.WARN), int(Level.ERROR)) == (0, 1, 2)

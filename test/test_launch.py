@@ -8,6 +8,7 @@ workspace: the launch file, its default params_file and the `segment_node` execu
 from __future__ import annotations
 
 import shutil
+import sys
 import tempfile
 import time
 import unittest
@@ -17,10 +18,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import tiny_spec
 
 from wsvs_ros.messages.conversions import rgb_to_image
 from wsvs_ros.model.checkpoint import build_model, save_checkpoint
+
+# `launch_test test/test_launch.py` loads this file without test/ on the import path (pytest puts it there).
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from tiny_models import tiny_spec
 
 rclpy = pytest.importorskip("rclpy")
 pytest.importorskip("launch_ros")

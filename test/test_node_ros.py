@@ -337,6 +337,32 @@ def test_a_parameter_of_the_wrong_type_stops_start_up_naming_it(context: Context
         SegmenterNode(context=context, parameter_overrides=[Parameter("queue_size", value="two")])
 
 
+def test_a_misspelled_parameter_stops_start_up_naming_the_one_meant(context: Context) -> None:
+    with pytest.raises(StartupError, match=r"unknown parameter 'crf_iteration' \(did you mean 'crf_iterations'\?\)"):
+        SegmenterNode(context=context, parameter_overrides=[Parameter("crf_iteration", value=5)])
+
+
+def test_use_sim_time_is_not_taken_for_an_unknown_parameter(context: Context) -> None:
+    overrides = [Parameter("use_sim_time", value=True), Parameter("model", value="/nonexistent/model.pt")]
+    with pytest.raises(StartupError, match="model file /nonexistent/model.pt does not exist"):
+        SegmenterNode(context=context, parameter_overrides=overrides)
+
+
+def test_frames_all_over_the_pixel_limit_are_skipped_and_diagnostics_say_every_frame_is_rejected(
+    graph_factory: Callable[..., Graph],
+) -> None:
+    graph = graph_factory(max_image_pixels=WIDTH * HEIGHT - 1, qos_reliability="reliable", queue_size=10)
+    assert graph.spin_until(lambda: graph.camera.get_subscription_count() > 0)
+    for k in range(3):
+        graph.camera.publish(camera_frame(FIRST_TEST_SEC + k / 10))
+    assert graph.spin_until(lambda: graph.latest_status().get("skipped_bad") == "3"), graph.latest_status()
+    assert graph.spin_until(lambda: graph.statuses[-1].level == DiagnosticStatus.ERROR), graph.statuses[-1].message
+    message = graph.statuses[-1].message
+    assert message.startswith("rejecting every frame: ") and "warming" not in message, message
+    assert f"declares {WIDTH}x{HEIGHT}" in message and "max_image_pixels" in message, message
+    assert not graph.labels
+
+
 def run_node(*ros_args: str) -> subprocess.Popen[str]:
     """`ros2 run wsvs_ros segment_node --ros-args ...`, as a child process of this test."""
     return subprocess.Popen(
@@ -353,6 +379,7 @@ def run_node(*ros_args: str) -> subprocess.Popen[str]:
         (("-p", "model:=/nonexistent/model.pt"), "model file /nonexistent/model.pt does not exist"),
         (("-p", "queue_size:=two"), "parameter queue_size must be an integer"),
         (("-p", "backend:=trt"), "backend must be one of torch, onnxruntime, tensorrt"),
+        (("-p", "input_width:=512"), "unknown parameter 'input_width'"),
     ],
 )
 def test_a_bad_configuration_exits_non_zero_with_one_error_line(ros_args: tuple[str, ...], says: str) -> None:
@@ -363,6 +390,19 @@ def test_a_bad_configuration_exits_non_zero_with_one_error_line(ros_args: tuple[
     assert [line for line in output.splitlines() if "[ERROR]" in line] == [
         line for line in output.splitlines() if says in line
     ]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("scope", ["/**", "wsvs_segmenter"])
+def test_a_typo_in_a_params_file_stops_start_up_naming_the_parameter_meant(tmp_path: Path, scope: str) -> None:
+    params = tmp_path / "segment.yaml"
+    params.write_text(f"{scope}:\n  ros__parameters:\n    modle: /data/model.pt\n    use_sim_time: true\n")
+    process = run_node("--params-file", str(params))
+    output, _ = process.communicate(timeout=120)
+    assert process.returncode == 1, output
+    errors = [line for line in output.splitlines() if "[ERROR]" in line]
+    assert len(errors) == 1 and "unknown parameter 'modle' (did you mean 'model'?)" in errors[0], output
+    assert "Traceback" not in output, output
 
 
 @pytest.mark.slow

@@ -411,3 +411,114 @@ def test_cityscapes_jpeg_bag_gives_one_label_map_per_frame_with_its_stamp(
     assert (stats["frames"], stats["published"], stats["skipped_bad"]) == (len(jpegs), len(jpegs), 0)
     assert stats["outputs"]["video"]["fps"] == pytest.approx(RATE_HZ, rel=0.01)
     assert video_frames(tmp_path / "out" / "overlay.mp4") == len(jpegs)
+
+
+def one_error_line(capsys: pytest.CaptureFixture[str]) -> str:
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "Traceback" not in err, err
+    return err
+
+
+def test_cli_replay_errors_are_one_line_and_exit_2(
+    tiny_checkpoint: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    bag = camera_bag(tmp_path / "drive", moving_frames(2))
+    replay_args = ["replay", str(bag), "--model", str(tiny_checkpoint)]
+    assert main([*replay_args, "--out", str(tmp_path / "o1"), "--classes", "road", "road"]) == 2
+    assert "--classes road road names a class twice" in one_error_line(capsys)
+
+    (tmp_path / "a_file").write_text("")
+    assert main([*replay_args, "--out", str(tmp_path / "a_file" / "out")]) == 2
+    assert f"cannot create the output directory {tmp_path / 'a_file' / 'out'}" in one_error_line(capsys)
+
+    with pytest.raises(SystemExit) as e:
+        main([*replay_args, "--out", str(tmp_path / "o2"), "--device", "gpu"])
+    assert e.value.code == 2
+    assert "--device: expected cpu, cuda or cuda:N (e.g. cuda:0), got 'gpu'" in capsys.readouterr().err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a_file", "drive", "tiny.pt"]
+
+
+def test_frames_over_the_pixel_limit_are_skipped_as_bad(tiny_checkpoint: Path, tmp_path: Path) -> None:
+    frames = moving_frames(4)
+    big = cv2.resize(frames[2], (WIDTH * 2, HEIGHT * 2))
+    bag = write_bag(tmp_path / "drive", {TOPIC: [(0, compressed(frames[0], 0)), (1, compressed(frames[1], 1)),
+                                                 (2, compressed(big, 2)), (3, compressed(frames[3], 3))]})  # fmt: skip
+    stats = run(bag, tmp_path / "out", tiny_checkpoint, max_image_pixels=WIDTH * HEIGHT)
+    assert (stats["frames"], stats["published"], stats["skipped_bad"]) == (4, 3, 1)
+    assert stats["max_image_pixels"] == WIDTH * HEIGHT
+
+
+# Runs `wsvs replay` with every frame slowed down, and says when the first one is through, so that a test can
+# interrupt it mid-bag.
+_SLOW_REPLAY = """
+import sys, time
+from wsvs_ros.tools.cli import main
+from wsvs_ros.pipeline import Segmenter
+
+push = Segmenter.push
+def slow_push(self, *args, **kw):
+    print("pushed", flush=True)
+    time.sleep(0.05)
+    return push(self, *args, **kw)
+Segmenter.push = slow_push
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+def start_slow_replay(bag: Path, out: Path, model: Path) -> Any:
+    import signal
+    import subprocess
+    import sys
+
+    process = subprocess.Popen(
+        [sys.executable, "-c", _SLOW_REPLAY, "replay", str(bag), "--out", str(out), "--model", str(model)],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),  # a background job may inherit SIG_IGN
+    )  # fmt: skip
+    assert process.stdout is not None
+    for line in process.stdout:
+        if line.strip() == "pushed":
+            return process
+    pytest.fail(f"the replay never pushed a frame: {process.communicate()[1]}")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(("sig", "status", "says"), [("SIGINT", 130, "interrupted (Ctrl-C)"),
+                                                     ("SIGTERM", 143, "terminated (SIGTERM)")])  # fmt: skip
+def test_ctrl_c_or_sigterm_mid_replay_is_one_line_and_leaves_nothing(
+    tiny_checkpoint: Path, tmp_path: Path, sig: str, status: int, says: str
+) -> None:
+    import signal
+
+    bag = camera_bag(tmp_path / "drive", moving_frames(60))
+    process = start_slow_replay(bag, tmp_path / "out", tiny_checkpoint)
+    process.send_signal(getattr(signal, sig))
+    _, err = process.communicate(timeout=60)
+    assert process.returncode == status, err
+    lines = [line for line in err.splitlines() if line.strip()]
+    stopped = "nothing was written to --out (a replay's output appears only once complete)"
+    assert lines == [f"wsvs replay: {says}; {stopped}"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["drive", "tiny.pt"], "neither out/ nor a partial left"
+
+
+@pytest.mark.slow
+def test_the_next_replay_removes_the_partial_folder_a_killed_one_left(tiny_checkpoint: Path, tmp_path: Path) -> None:
+    import signal
+
+    bag = camera_bag(tmp_path / "drive", moving_frames(60))
+    process = start_slow_replay(bag, tmp_path / "out", tiny_checkpoint)
+    process.send_signal(signal.SIGKILL)
+    process.communicate(timeout=60)
+    (partial,) = tmp_path.glob(".out.*.partial")
+    run(camera_bag(tmp_path / "short", moving_frames(2)), tmp_path / "out", tiny_checkpoint)
+    assert not partial.exists() and (tmp_path / "out" / "stats.json").is_file()
+    assert not list(tmp_path.glob(".out.*"))
+
+
+def test_a_partial_folder_of_a_replay_still_running_is_left_alone(tiny_checkpoint: Path, tmp_path: Path) -> None:
+    import os
+
+    live = tmp_path / f".out.{os.getppid()}.0123abcd.partial"  # the parent process: alive while this test runs
+    live.mkdir()
+    run(camera_bag(tmp_path / "drive", moving_frames(2)), tmp_path / "out", tiny_checkpoint)
+    assert live.is_dir() and (tmp_path / "out" / "stats.json").is_file()

@@ -16,6 +16,7 @@ from weak_fixtures import write_tiny_drives
 from wsvs_ros.labels import DRIVE
 from wsvs_ros.model.checkpoint import build_model, load_checkpoint
 from wsvs_ros.spec import ModelSpec
+from wsvs_training import cli as train_cli
 from wsvs_training import train
 from wsvs_training.heatmaps import save_iconic_classifier, train_iconic_classifier
 from wsvs_training.train import (
@@ -194,3 +195,41 @@ def test_batch_norm_run_saves_a_plain_checkpoint_of_its_inference_net(drives: Pa
     with torch.no_grad():
         torch.testing.assert_close(saved(rgb, flow), trained(rgb, flow))
     assert load_checkpoint(path).info["config"]["batch_norm"] is True
+
+
+@pytest.mark.parametrize(
+    ("text", "says"),
+    [
+        ("data: d\nout: o\niteratoins: 5\n", "c.yaml: unknown key(s) ['iteratoins'] (did you mean 'iterations'?)"),
+        ("data: d\nout: o\niterations: many\n", "c.yaml: iterations must be an integer, got 'many' (str)"),
+        ("data: d\nout: o\nthreads: two\n", "c.yaml: threads must be an integer, got 'two' (str)"),
+        ("data: d\nout: o\nlr: fast\n", "c.yaml: lr must be a number or null, got 'fast' (str)"),
+        ("data: d\nout: o\nheatmap_scale: [1, a]\n", "c.yaml: heatmap_scale must be a number or a list of numbers"),
+        ("data: d\nout: [o\n", "c.yaml: not valid YAML: expected ',' or ']', but got '<stream end>' at line 3"),
+        ("- data\n", "c.yaml: expected a mapping of config keys, got list"),
+    ],
+    ids=["unknown key", "iterations", "threads", "lr", "heatmap_scale", "broken yaml", "not a mapping"],
+)
+def test_every_config_error_is_one_line_naming_the_key_and_exit_2(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, text: str, says: str
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    Path("c.yaml").write_text(text)
+    assert train_cli.main(["fit", "c.yaml"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and err.startswith(f"wsvs-train fit: error: {says}"), err
+
+
+def test_a_missing_config_or_data_folder_is_one_line_and_exit_2(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert train_cli.main(["fit", str(tmp_path / "nosuch.yaml")]) == 2
+    assert (
+        capsys.readouterr().err.strip()
+        == f"wsvs-train fit: error: config file {tmp_path / 'nosuch.yaml'} does not exist"
+    )
+    config = tmp_path / "c.yaml"
+    config.write_text(f"data: {tmp_path / 'no_drives'}\nout: {tmp_path / 'run'}\nheatmap_weight: 0\n")
+    assert train_cli.main(["fit", str(config)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and str(tmp_path / "no_drives") in err and "does not exist" in err, err

@@ -23,7 +23,10 @@ def _overrides(pairs: Sequence[str]) -> dict[str, Any]:
         key, sep, value = pair.partition("=")
         if not sep or not key:
             raise SystemExit(f"--set expects key=value (e.g. --set iterations=100), got {pair!r}")
-        out[key.strip()] = yaml.safe_load(value)
+        try:
+            out[key.strip()] = yaml.safe_load(value)
+        except yaml.YAMLError:
+            raise ValueError(f"--set {pair}: the value is not valid YAML (quote strings with ': ' in them)") from None
     return out
 
 
@@ -242,7 +245,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         "stride-bound": _cmd_stride_bound,
         "ablation": _cmd_ablation,
     }
-    return handlers[args.command](args, _command(argv))
+    try:
+        return handlers[args.command](args, _command(argv))
+    except (ValueError, OSError) as e:  # a config, dataset or file problem: the message names it and the fix
+        print(f"wsvs-train {args.command}: error: {e}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import csv
 import dataclasses
+import difflib
 import math
 import os
 import shlex
@@ -21,7 +22,8 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from types import UnionType
+from typing import Any, get_args, get_origin, get_type_hints
 
 import torch
 import torch.nn.functional as F
@@ -213,8 +215,18 @@ def load_config(path: str | os.PathLike[str], **overrides: Any) -> TrainConfig:
 
     Relative paths in the file (data, out, cache, iconic, vgg16, init_vgg16) are taken as they are, relative to the
     current directory, like paths on a command line.
+
+    Raises:
+        FileNotFoundError: no such config file.
+        ValueError: broken YAML (with its line and column), an unknown key (with the nearest known one), a value of
+            the wrong type or an invalid value (each naming the key).
     """
-    raw = yaml.safe_load(Path(path).read_text()) or {}
+    if not Path(path).is_file():
+        raise FileNotFoundError(f"config file {path} does not exist")
+    try:
+        raw = yaml.safe_load(Path(path).read_text()) or {}
+    except yaml.YAMLError as e:
+        raise ValueError(f"{path}: not valid YAML: {_yaml_problem(e)}") from None
     if not isinstance(raw, dict):
         raise ValueError(f"{path}: expected a mapping of config keys, got {type(raw).__name__}")
     raw.update(overrides)
@@ -222,18 +234,73 @@ def load_config(path: str | os.PathLike[str], **overrides: Any) -> TrainConfig:
 
 
 def config_from_dict(raw: dict[str, Any], *, source: str = "config") -> TrainConfig:
+    """A TrainConfig from {key: value} (YAML's types); `source` names where they came from in the errors.
+
+    Raises:
+        ValueError: an unknown key (with the nearest known one), a missing required key, a value of the wrong type
+            or an invalid value, each named.
+    """
     known = {f.name for f in dataclasses.fields(TrainConfig)}
     unknown = sorted(set(raw) - known)
     if unknown:
-        raise ValueError(f"{source}: unknown key(s) {unknown}; known keys: {sorted(known)}")
+        meant = {k: m[0] for k in unknown if (m := difflib.get_close_matches(k, sorted(known), n=1))}
+        if len(unknown) == 1:
+            hint = f" (did you mean {next(iter(meant.values()))!r}?)" if meant else ""
+        else:
+            hint = f" (did you mean {', '.join(f'{m!r} for {k!r}' for k, m in meant.items())}?)" if meant else ""
+        raise ValueError(f"{source}: unknown key(s) {unknown}{hint}; known keys: {sorted(known)}")
     raw = dict(raw)
     for key in LIST_FIELDS:
         if isinstance(raw.get(key), list):
             raw[key] = tuple(raw[key])
+    hints = get_type_hints(TrainConfig)
+    for key, value in raw.items():
+        if not _is_instance(value, hints[key]):
+            shown = list(value) if isinstance(value, tuple) else value
+            raise ValueError(
+                f"{source}: {key} must be {_type_name(hints[key])}, got {shown!r} ({type(shown).__name__})"
+            )
     try:
         return TrainConfig(**raw)
     except TypeError as e:
         raise ValueError(f"{source}: {e}") from e
+
+
+def _is_instance(value: Any, hint: Any) -> bool:
+    """Whether a YAML value fits a TrainConfig annotation: ints pass for floats, bools for neither."""
+    if hint is Any:
+        return True
+    origin = get_origin(hint)
+    if origin is UnionType:
+        return any(_is_instance(value, arg) for arg in get_args(hint))
+    if hint is type(None):
+        return value is None
+    if hint is float:
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if hint is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    if origin is tuple:
+        return isinstance(value, tuple) and all(_is_instance(v, get_args(hint)[0]) for v in value)
+    if origin is dict:
+        return isinstance(value, dict)
+    return isinstance(value, hint)
+
+
+def _type_name(hint: Any) -> str:
+    if get_origin(hint) is UnionType:
+        return " or ".join(_type_name(arg) for arg in get_args(hint))
+    if get_origin(hint) is tuple:
+        return "a list of " + {str: "strings", int: "integers", float: "numbers"}[get_args(hint)[0]]
+    names = {str: "a string", int: "an integer", float: "a number", bool: "true or false", type(None): "null"}
+    return names.get(hint, "a mapping" if get_origin(hint) is dict else str(hint))
+
+
+def _yaml_problem(e: yaml.YAMLError) -> str:
+    """PyYAML's error as one line: what is wrong and where (its own message spans several lines)."""
+    if isinstance(e, yaml.MarkedYAMLError) and e.problem_mark is not None:
+        mark = e.problem_mark
+        return f"{e.problem} at line {mark.line + 1}, column {mark.column + 1}"
+    return " ".join(str(e).split())
 
 
 # ---------------------------------------------------------------------------------------------------------------------

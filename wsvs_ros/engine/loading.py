@@ -11,7 +11,7 @@ import torch
 from wsvs_ros.engine.onnxruntime_engine import OnnxRuntimeEngine
 from wsvs_ros.engine.protocol import Engine
 from wsvs_ros.engine.torch_engine import TorchEngine
-from wsvs_ros.model.checkpoint import load_checkpoint
+from wsvs_ros.model.checkpoint import check_model_file, load_checkpoint
 from wsvs_ros.spec import ModelSpec
 
 if TYPE_CHECKING:
@@ -50,8 +50,7 @@ def open_engine(
         raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
     if precision not in PRECISIONS:
         raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
-    if not path.is_file():
-        raise FileNotFoundError(f"model file {path} does not exist")
+    check_model_file(path)
     if device.type == "cuda" and not torch.cuda.is_available() and backend != "tensorrt":
         # (TensorRT still runs then, through pycuda, with frames and flows on the CPU.)
         raise ValueError(f"device {device} asked for, but this PyTorch build sees no CUDA device; use device cpu")

@@ -23,7 +23,14 @@ try:
 except ImportError as e:  # only bag reading needs rosbags; the node and the core run without it
     raise ImportError(f"reading bags needs the rosbags library ({e}); install it: pip install 'rosbags>=0.11'") from e
 
-from wsvs_ros.messages.conversions import ImageDecodeError, decode_frame, frame_id_of, stamp_of, stamp_to_seconds
+from wsvs_ros.messages.conversions import (
+    DEFAULT_MAX_IMAGE_PIXELS,
+    ImageDecodeError,
+    decode_frame,
+    frame_id_of,
+    stamp_of,
+    stamp_to_seconds,
+)
 
 IMAGE_TYPES = ("sensor_msgs/msg/Image", "sensor_msgs/msg/CompressedImage")
 
@@ -57,11 +64,13 @@ def select_topic(topics: Mapping[str, str | None], topic: str | None) -> str:
 class BagFrameReader:
     """Raw bag message -> (RGB frame, Humble header, stamp in seconds), whatever the bag's ROS distribution.
 
-    `typestore` is the one of `open_bag` (the headers are built from its types).
+    `typestore` is the one of `open_bag` (the headers are built from its types); frames of more than `max_pixels`
+    pixels are refused before they are decoded.
     """
 
-    def __init__(self, reader: AnyReader, typestore: Typestore):
+    def __init__(self, reader: AnyReader, typestore: Typestore, *, max_pixels: int = DEFAULT_MAX_IMAGE_PIXELS):
         self.reader = reader
+        self.max_pixels = max_pixels
         self.header_type = typestore.types["std_msgs/msg/Header"]
         self.time_type = typestore.types["builtin_interfaces/msg/Time"]
 
@@ -71,7 +80,7 @@ class BagFrameReader:
             msg: Any = self.reader.deserialize(raw, connection.msgtype)  # an Image or CompressedImage class
         except AnyReaderError as e:
             raise ImageDecodeError(f"the message does not deserialize as {connection.msgtype} ({e})") from e
-        rgb = decode_frame(msg)
+        rgb = decode_frame(msg, max_pixels=self.max_pixels)
         sec, nanosec = stamp_of(msg)
         # The outputs are Humble messages, so the header is rebuilt (a ROS 1 header also has `seq`).
         header = self.header_type(stamp=self.time_type(sec=sec, nanosec=nanosec), frame_id=frame_id_of(msg))

@@ -20,8 +20,10 @@ import cv2
 import numpy as np
 
 from wsvs_ros.labels import LabelSet
+from wsvs_ros.messages.image_header import declared_size
 
 __all__ = [
+    "DEFAULT_MAX_IMAGE_PIXELS",
     "SUPPORTED_ENCODINGS",
     "CompressedImageMsg",
     "HeaderMsg",
@@ -43,6 +45,12 @@ __all__ = [
 
 class ImageDecodeError(ValueError):
     """An image message that cannot be turned into RGB pixels; the message says what is wrong with it."""
+
+
+# Frames larger than this are refused before they are decoded (`max_pixels`). 4096x4096 is twice the largest
+# automotive camera (8.3 MP, 3840x2160) and holds 12 MP 4000x3000 sensors; such a frame peaks at about 0.5 GB on
+# its way through the node (an 8000x8000 one peaks at 1.8 GB). A 20 MP+ camera needs the limit raised.
+DEFAULT_MAX_IMAGE_PIXELS = 4096 * 4096
 
 
 # The message fields this module reads. Read-only properties, so that rclpy's classes and rosbags' dataclasses both
@@ -142,7 +150,7 @@ _LAYOUTS: dict[str, _Layout] = {
 SUPPORTED_ENCODINGS: tuple[str, ...] = tuple(sorted(_LAYOUTS))
 
 
-def image_to_rgb(msg: ImageMsg) -> np.ndarray:
+def image_to_rgb(msg: ImageMsg, *, max_pixels: int = DEFAULT_MAX_IMAGE_PIXELS) -> np.ndarray:
     """Decode a `sensor_msgs/Image` to RGB.
 
     Rows are read `step` bytes apart, so row padding is skipped. 16-bit encodings keep the high byte of each sample
@@ -151,14 +159,15 @@ def image_to_rgb(msg: ImageMsg) -> np.ndarray:
 
     Args:
         msg: an Image with encoding one of `SUPPORTED_ENCODINGS` (case-insensitive).
+        max_pixels: the largest width x height accepted.
 
     Returns:
         (H, W, 3) uint8 RGB, C-contiguous. For rgb8 without row padding it is a view of `msg.data`: it shares the
         message's memory and is read-only when `data` is bytes; copy it before writing into it.
 
     Raises:
-        ImageDecodeError: unknown encoding, zero width or height, odd width for YUV 4:2:2, `step` shorter than a row,
-            empty or short `data`, or OpenCV failing to convert.
+        ImageDecodeError: unknown encoding, zero width or height, more than `max_pixels` pixels, odd width for
+            YUV 4:2:2, `step` shorter than a row, empty or short `data`, or OpenCV failing to convert.
     """
     encoding = msg.encoding
     layout = _LAYOUTS.get(encoding.lower())
@@ -167,6 +176,7 @@ def image_to_rgb(msg: ImageMsg) -> np.ndarray:
     height, width, step = int(msg.height), int(msg.width), int(msg.step)
     if height <= 0 or width <= 0:
         raise ImageDecodeError(f"{encoding} image has size {width}x{height}; width and height must both be positive")
+    _check_pixels(f"{encoding} image", width, height, max_pixels)
     if layout.pixel_pairs and width % 2:
         raise ImageDecodeError(f"{encoding} image has odd width {width}; YUV 4:2:2 packs pixels in pairs")
     row_bytes = width * layout.channels * layout.depth
@@ -200,7 +210,7 @@ def image_to_rgb(msg: ImageMsg) -> np.ndarray:
         raise ImageDecodeError(f"OpenCV could not convert a {width}x{height} {encoding} image to RGB: {e}") from e
 
 
-def compressed_to_rgb(msg: CompressedImageMsg) -> np.ndarray:
+def compressed_to_rgb(msg: CompressedImageMsg, *, max_pixels: int = DEFAULT_MAX_IMAGE_PIXELS) -> np.ndarray:
     """Decode a `sensor_msgs/CompressedImage` (JPEG, PNG or anything else `cv2.imdecode` reads) to RGB.
 
     `format` is either a bare codec name ("jpeg", "png") or image_transport's "<encoding>; <codec> compressed
@@ -208,12 +218,15 @@ def compressed_to_rgb(msg: CompressedImageMsg) -> np.ndarray:
     payload ("...compressed rgb8") was encoded with red and blue swapped, which is undone as image_transport does.
     Grey images come back with the grey replicated, alpha is dropped and 16-bit PNGs are reduced to 8 bits.
 
+    A JPEG or PNG that declares more than `max_pixels` pixels is refused from its header, before anything is
+    allocated for it; other formats (whatever else OpenCV reads) are checked once decoded.
+
     Returns:
         (H, W, 3) uint8 RGB, C-contiguous.
 
     Raises:
-        ImageDecodeError: empty data, bytes OpenCV cannot decode, or a compressedDepth image (a depth map, not a
-            camera frame).
+        ImageDecodeError: empty data, more than `max_pixels` pixels, bytes OpenCV cannot decode, or a compressedDepth
+            image (a depth map, not a camera frame).
     """
     fmt = msg.format
     if "compresseddepth" in fmt.lower():
@@ -224,6 +237,9 @@ def compressed_to_rgb(msg: CompressedImageMsg) -> np.ndarray:
     data = _as_bytes(msg.data)
     if data.size == 0:
         raise ImageDecodeError(f"CompressedImage data is empty (format {fmt!r})")
+    size = declared_size(data.tobytes())
+    if size is not None:
+        _check_pixels(f"CompressedImage ({fmt!r}) header", *size, max_pixels)
     try:
         decoded = cv2.imdecode(data, cv2.IMREAD_COLOR)
     except cv2.error as e:
@@ -233,6 +249,8 @@ def compressed_to_rgb(msg: CompressedImageMsg) -> np.ndarray:
             f"could not decode {data.size} bytes of CompressedImage data (format {fmt!r}) as an image; "
             "the payload is corrupt or in a format OpenCV cannot read"
         )
+    if size is None:
+        _check_pixels(f"CompressedImage ({fmt!r})", decoded.shape[1], decoded.shape[0], max_pixels)
     payload_encoding = fmt.partition("compressed")[2].strip().lower()
     if payload_encoding.startswith("rgb"):
         return decoded  # imdecode's "BGR" is the publisher's RGB
@@ -326,6 +344,14 @@ def overlay(rgb: np.ndarray, labels: np.ndarray, label_set: LabelSet, alpha: flo
     return cv2.addWeighted(rgb, 1.0 - alpha, label_set.colorize(labels), alpha, 0.0)
 
 
+def _check_pixels(what: str, width: int, height: int, max_pixels: int) -> None:
+    if width * height > max_pixels:
+        raise ImageDecodeError(
+            f"{what} declares {width}x{height} = {width * height} pixels, over the max_image_pixels limit of "
+            f"{max_pixels}; raise max_image_pixels if a camera really sends frames this large"
+        )
+
+
 def _as_bytes(data: object) -> np.ndarray:
     """A message's `data` as an (N,) uint8 array, without a copy for numpy arrays and buffers.
 
@@ -397,14 +423,16 @@ def _copy_header(header: HeaderMsg) -> HeaderMsg:
     )
 
 
-def decode_frame(msg: Any) -> np.ndarray:
+def decode_frame(msg: Any, *, max_pixels: int = DEFAULT_MAX_IMAGE_PIXELS) -> np.ndarray:
     """`sensor_msgs/Image` or `sensor_msgs/CompressedImage` (told apart by its `format` field) -> (H, W, 3) RGB.
 
     Raises:
-        ImageDecodeError: anything wrong with the message.
+        ImageDecodeError: anything wrong with the message, a frame of more than `max_pixels` pixels included.
     """
     try:
-        return compressed_to_rgb(msg) if hasattr(msg, "format") else image_to_rgb(msg)
+        if hasattr(msg, "format"):
+            return compressed_to_rgb(msg, max_pixels=max_pixels)
+        return image_to_rgb(msg, max_pixels=max_pixels)
     except ImageDecodeError:
         raise
     except Exception as e:  # a message missing fields altogether is as bad as bad pixels

@@ -8,8 +8,10 @@ setting that contradicts it. config/segment.yaml documents the same parameters f
 
 from __future__ import annotations
 
+import difflib
 import math
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -17,8 +19,9 @@ from typing import Any
 from wsvs_ros.engine.loading import BACKENDS, PRECISIONS
 from wsvs_ros.engine.tensorrt_cache import EngineNotBuiltError
 from wsvs_ros.labels import LabelSet, get_label_set
+from wsvs_ros.messages.conversions import DEFAULT_MAX_IMAGE_PIXELS
 from wsvs_ros.messages.outputs import DEFAULT_MASK_CLASSES, DEFAULT_MAX_GAP_S, resolve_classes
-from wsvs_ros.model.checkpoint import default_model_path
+from wsvs_ros.model.checkpoint import check_model_file, default_model_path
 from wsvs_ros.pipeline import Segmenter, open_segmenter
 from wsvs_ros.spec import WINDOWS, ModelSpec
 
@@ -102,7 +105,17 @@ PARAMETERS: tuple[ParamInfo, ...] = (
         "Unprocessed frames held while inference runs; 1 = newest wins (lowest latency). A frame replaced "
         "before it was processed counts as dropped.",
     ),
+    ParamInfo(
+        "max_image_pixels",
+        DEFAULT_MAX_IMAGE_PIXELS,
+        "Frames with more pixels (width x height) are skipped as bad, refused from the JPEG/PNG header before "
+        "anything is decoded: a corrupt or hostile frame cannot exhaust memory. Default 4096x4096.",
+    ),
 )
+
+# Parameters rclpy or the middleware give every node; they may be in any params file or on any command line.
+ROS_PARAMETERS = ("use_sim_time", "start_type_description_service")
+ROS_PARAMETER_PREFIXES = ("qos_overrides.",)
 
 _DEVICE = re.compile(r"cpu|cuda(:\d+)?")
 
@@ -134,6 +147,7 @@ class NodeConfig:
     cuda_graph: bool
     qos_reliability: str
     queue_size: int
+    max_image_pixels: int
 
     def __post_init__(self) -> None:
         _one_of("backend", self.backend, BACKENDS)
@@ -157,6 +171,11 @@ class NodeConfig:
         _one_of("qos_reliability", self.qos_reliability, RELIABILITIES)
         if self.queue_size < 1:
             raise ValueError(f"queue_size must be at least 1 (1 = newest frame wins), got {self.queue_size}")
+        if self.max_image_pixels < 1:
+            raise ValueError(
+                f"max_image_pixels must be at least 1 (default {DEFAULT_MAX_IMAGE_PIXELS}, 4096x4096), "
+                f"got {self.max_image_pixels}"
+            )
 
     @classmethod
     def from_params(cls, params: dict[str, Any]) -> NodeConfig:
@@ -168,9 +187,7 @@ class NodeConfig:
             ValueError: an unknown parameter, a value of the wrong type, or an invalid value (each named).
         """
         known = {p.name: p for p in PARAMETERS}
-        unknown = sorted(set(params) - set(known))
-        if unknown:
-            raise ValueError(f"unknown parameter(s) {unknown}; the node takes {sorted(known)}")
+        check_known(params)
         values: dict[str, Any] = {name: _typed(p, params.get(name, p.default)) for name, p in known.items()}
         return cls(**values)
 
@@ -183,6 +200,31 @@ class NodeConfig:
     def max_gap_s(self) -> float | None:
         """`max_gap` for the Segmenter: None when 0 (never restart on a gap)."""
         return self.max_gap or None
+
+
+def check_known(names: Iterable[str]) -> None:
+    """Refuse parameter names the node does not take (a typo would otherwise leave its default in force).
+
+    Names rclpy gives every node (`ROS_PARAMETERS`, `qos_overrides.*`) pass.
+
+    Raises:
+        ValueError: one line naming each unknown parameter and the nearest known one.
+    """
+    known = [p.name for p in PARAMETERS]
+    unknown = sorted(
+        name for name in set(names) - set(known)
+        if name not in ROS_PARAMETERS and not name.startswith(ROS_PARAMETER_PREFIXES)
+    )  # fmt: skip
+    if not unknown:
+        return
+    named = []
+    for name in unknown:
+        close = difflib.get_close_matches(name, known, n=1, cutoff=0.6)
+        named.append(f"{name!r} (did you mean {close[0]!r}?)" if close else repr(name))
+    raise ValueError(
+        f"unknown parameter {', '.join(named)}; the node's parameters are {', '.join(known)} "
+        "(documented in config/segment.yaml)"
+    )
 
 
 def resolve_model_path(model: str) -> Path:
@@ -200,8 +242,10 @@ def resolve_model_path(model: str) -> Path:
             )
         return path
     path = Path(model).expanduser()
-    if not path.is_file():
-        raise StartupError(f"model file {path} does not exist; check the model parameter (model:=/path/to/model.pt)")
+    try:
+        check_model_file(path)
+    except (FileNotFoundError, ValueError) as e:
+        raise StartupError(f"{e}; check the model parameter (model:=/path/to/model.pt)") from None
     return path
 
 

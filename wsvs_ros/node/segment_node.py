@@ -32,6 +32,21 @@ import time
 import traceback
 from typing import Any
 
+
+def _interrupted_while_importing(signum: int, frame: object) -> None:
+    print("wsvs_segmenter: interrupted while starting; exiting", file=sys.stderr)
+    raise SystemExit(0)
+
+
+# PyTorch, OpenCV and rclpy take seconds to import; Ctrl-C meanwhile ends start-up quietly, as it does while the
+# model loads, instead of with a traceback from inside the import. Python's own handler is back after the imports.
+# ruff: noqa: E402 (the imports below come after installing the handler)
+_IMPORT_SIGINT = threading.current_thread() is threading.main_thread() and signal.getsignal(signal.SIGINT) is (
+    signal.default_int_handler
+)
+if _IMPORT_SIGINT:
+    signal.signal(signal.SIGINT, _interrupted_while_importing)
+
 import rclpy
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from rcl_interfaces.msg import ParameterDescriptor, ParameterType
@@ -63,6 +78,7 @@ from wsvs_ros.node.config import (
     ParamInfo,
     ParamValue,
     StartupError,
+    check_known,
     load_model,
 )
 from wsvs_ros.node.diagnostics import DiagnosticsReporter, Level
@@ -70,7 +86,10 @@ from wsvs_ros.node.frame_slot import FrameSlot
 from wsvs_ros.pipeline import SegmentResult
 from wsvs_ros.stats import RunStats, with_decode
 
-_LEVELS = {Level.OK: DiagnosticStatus.OK, Level.WARN: DiagnosticStatus.WARN}
+if _IMPORT_SIGINT:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+
+_LEVELS = {Level.OK: DiagnosticStatus.OK, Level.WARN: DiagnosticStatus.WARN, Level.ERROR: DiagnosticStatus.ERROR}
 _SPIN_PERIOD_S = 0.2  # how long a stop request can wait for the spin loop to notice it
 _LATENCY_WINDOW = 100  # results the diagnostics' fps and latency figures are taken over
 _TAIL_ACK_TIMEOUT_S = 1.0  # at shutdown, well inside launch's 5 s between SIGINT and SIGTERM
@@ -87,6 +106,8 @@ class SegmenterNode(Node):
     """
 
     def __init__(self, **node_options: Any) -> None:
+        # Every given parameter is declared, so that `_read_config` sees a misspelled one and refuses it.
+        node_options.setdefault("automatically_declare_parameters_from_overrides", True)
         super().__init__(NODE_NAME, **node_options)
         try:
             self._start()
@@ -107,6 +128,7 @@ class SegmenterNode(Node):
         self._stats = RunStats(window=_LATENCY_WINDOW)
         self._stats_lock = threading.Lock()
         self._warming = True  # no result yet
+        self._last_skip_reason: str | None = None  # why the latest bad frame was skipped
         self._diagnostics = DiagnosticsReporter()
         self._failure: Exception | None = None
         self._closed = False
@@ -144,12 +166,22 @@ class SegmenterNode(Node):
         )
 
     def _read_config(self) -> NodeConfig:
-        """Declare every parameter (typed, described, read-only: it is read once) and validate them together."""
+        """Declare every parameter (typed, described, read-only: it is read once) and validate them together.
+
+        A parameter given (`-p`, a params file under the node's name or `/**`) that the node does not take stops it.
+        """
+        try:
+            check_known(self.get_parameters_by_prefix(""))
+        except ValueError as e:
+            raise StartupError(str(e)) from None
         values: dict[str, Any] = {}
         for param in PARAMETERS:
             descriptor = ParameterDescriptor(
                 type=_ros_type(param.default), description=param.description, read_only=True
             )
+            if self.has_parameter(param.name):
+                # Declared untyped from its override; declared again typed, the override's value is checked.
+                self.undeclare_parameter(param.name)
             try:
                 values[param.name] = self.declare_parameter(param.name, _ros_value(param.default), descriptor).value
             except ParameterException as e:
@@ -204,10 +236,11 @@ class SegmenterNode(Node):
     def _segment(self, msg: Image | CompressedImage) -> None:
         decode_start = time.perf_counter()
         try:
-            rgb = decode_frame(msg)
+            rgb = decode_frame(msg, max_pixels=self.config.max_image_pixels)
         except ImageDecodeError as e:
             with self._stats_lock:
                 self._stats.skipped_bad += 1
+                self._last_skip_reason = str(e)
             self.get_logger().warning(f"skipped a frame from {self.config.input_topic}: {e}", throttle_duration_sec=5.0)
             return
         decode_ms = (time.perf_counter() - decode_start) * 1e3
@@ -232,7 +265,7 @@ class SegmenterNode(Node):
             self._stats.received, self._stats.dropped = self._slot.received, self._slot.dropped
             report = self._diagnostics.report(
                 self._stats, flows_computed=self._segmenter.flows_computed, resets=self._segmenter.resets,
-                warming=self._warming,
+                warming=self._warming, last_skip_reason=self._last_skip_reason,
             )  # fmt: skip
         status = DiagnosticStatus(
             level=_LEVELS[report.level],

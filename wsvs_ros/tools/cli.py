@@ -4,11 +4,18 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
+import signal
 import sys
 from collections.abc import Sequence
+from types import FrameType
 
+from wsvs_ros.messages.conversions import DEFAULT_MAX_IMAGE_PIXELS
 from wsvs_ros.messages.outputs import DEFAULT_MASK_CLASSES, DEFAULT_MAX_GAP_S
 from wsvs_ros.spec import OUTPUT_STRIDES
+
+# Where a replay's output is when it is stopped: never half-written (see wsvs_ros.tools.replay).
+_STOPPED_OUTPUT = "nothing was written to --out (a replay's output appears only once complete)"
 
 
 def _size(text: str) -> tuple[int, int]:
@@ -35,6 +42,19 @@ def _positive_float(text: str) -> float:
     value = float(text)
     if not value > 0:
         raise argparse.ArgumentTypeError(f"must be positive, got {text}")
+    return value
+
+
+def _device(text: str) -> str:
+    if not re.fullmatch(r"cpu|cuda(:\d+)?", text):
+        raise argparse.ArgumentTypeError(f"expected cpu, cuda or cuda:N (e.g. cuda:0), got {text!r}")
+    return text
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text}")
     return value
 
 
@@ -87,7 +107,8 @@ def _cmd_replay(args: argparse.Namespace) -> int:
     stats = replay_bag(
         args.bag, args.out, topic=args.topic, model=args.model or default_model(), backend=args.backend,
         device=args.device, publish_classes=args.classes, png_every=args.png_every, max_gap=args.max_gap,
-        crf_iterations=args.crf_iterations, force=args.force, progress=sys.stderr.isatty(),
+        crf_iterations=args.crf_iterations, max_image_pixels=args.max_image_pixels, force=args.force,
+        progress=sys.stderr.isatty(),
     )  # fmt: skip
     print(format_summary(stats, args.out))
     return 0
@@ -149,7 +170,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--output-stride", type=int, choices=OUTPUT_STRIDES, default=32, help="32: the paper's net; 16, 8: FCN skips"
     )
     p.add_argument("--backend", choices=("torch", "onnxruntime"), default="torch")
-    p.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
+    p.add_argument("--device", type=_device, default="cpu", help="cpu, cuda or cuda:N")
     p.add_argument("--precision", choices=("auto", "fp32", "fp16"), default="auto", help="auto: fp16 on CUDA")
     p.add_argument("--flow", choices=("torch", "opencv"), default="torch", help="optical flow backend")
     p.add_argument(
@@ -170,7 +191,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default="wsvs_demo", help="output folder (default ./wsvs_demo; replaced on each run)")
     p.add_argument("--model", help="a .pt checkpoint or .onnx instead of the shipped default model")
     p.add_argument("--backend", choices=("torch", "onnxruntime", "tensorrt"), default="torch")
-    p.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
+    p.add_argument("--device", type=_device, default="cpu", help="cpu, cuda or cuda:N")
     _add_crf_argument(p)
     p.set_defaults(func=_cmd_demo)
 
@@ -180,7 +201,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="directory to create for the outputs")
     p.add_argument("--model", help="checkpoint .pt, or .onnx for onnxruntime/tensorrt (default: the packaged model)")
     p.add_argument("--backend", choices=("torch", "onnxruntime", "tensorrt"), default="torch")
-    p.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
+    p.add_argument("--device", type=_device, default="cpu", help="cpu, cuda or cuda:N")
     p.add_argument("--png-every", type=int, default=10, help="write every Nth overlay as a PNG (0: none)")
     p.add_argument("--classes", nargs="+", default=list(DEFAULT_MASK_CLASSES), help="one mask topic each")
     p.add_argument(
@@ -190,6 +211,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="seconds between frames that restart the flow",
     )
     _add_crf_argument(p)
+    p.add_argument(
+        "--max-image-pixels", type=_positive_int, default=DEFAULT_MAX_IMAGE_PIXELS, metavar="N",
+        help="skip frames of more than N pixels as bad, refused from their header before decoding "
+        f"(default {DEFAULT_MAX_IMAGE_PIXELS} = 4096x4096)",
+    )  # fmt: skip
     p.add_argument("--force", action="store_true", help="replace --out if it holds an earlier replay's output")
     p.set_defaults(func=_cmd_replay)
 
@@ -208,13 +234,33 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+class _Terminated(BaseException):
+    """SIGTERM, raised where the main thread is, so that it unwinds (and cleans up) as Ctrl-C does."""
+
+
+def _terminate(signum: int, frame: FrameType | None) -> None:
+    raise _Terminated
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    """Run a `wsvs` command; returns the exit status: 0, 2 for an error (one line on stderr), 130 after Ctrl-C and
+    143 after SIGTERM (the shells' 128 + signal number; an interrupted replay removes what it had written)."""
     args = build_parser().parse_args(argv)
+    previous = signal.signal(signal.SIGTERM, _terminate)
+    stopped = f"; {_STOPPED_OUTPUT}" if args.command in ("replay", "demo") else ""
     try:
         return args.func(args)
-    except (ValueError, FileNotFoundError, FileExistsError, ImportError, RuntimeError) as e:
+    except (ValueError, OSError, ImportError, RuntimeError) as e:
         print(f"wsvs {args.command}: error: {e}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print(f"wsvs {args.command}: interrupted (Ctrl-C){stopped}", file=sys.stderr)
+        return 130
+    except _Terminated:
+        print(f"wsvs {args.command}: terminated (SIGTERM){stopped}", file=sys.stderr)
+        return 143
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 if __name__ == "__main__":

@@ -13,8 +13,11 @@ the `rosbags` library and writes, into one output directory:
   image decode) plus the Segmenter's stages, per result, as the node would spend it; writing the outputs is timed
   apart (`write_ms`), being replay's own cost.
 
-The directory is built under a hidden `.<name>.*.partial` sibling and renamed into place only once everything is
-written, so a crashed or interrupted replay never leaves a directory that looks complete.
+The directory is built under a hidden `.<name>.<pid>.*.partial` sibling and renamed into place only once everything
+is written, so a crashed or interrupted replay never leaves a directory that looks complete. An interrupted replay
+(Ctrl-C, or SIGTERM from `wsvs replay`, which treats it as Ctrl-C) removes its partial folder and writes nothing: a
+masks bag cut short has no metadata and rosbags cannot open it. One killed outright (SIGKILL, power loss) leaves
+the folder behind; the next replay into the same output removes it, once no process with its pid is running.
 """
 
 from __future__ import annotations
@@ -50,7 +53,12 @@ from tqdm.contrib.logging import logging_redirect_tqdm
 
 from wsvs_ros.labels import LabelSet, get_label_set
 from wsvs_ros.messages.bag_reader import IMAGE_TYPES, BagFrameReader, humble_typestore, open_bag, select_topic
-from wsvs_ros.messages.conversions import ImageDecodeError, stamp_of, stamp_to_seconds
+from wsvs_ros.messages.conversions import (
+    DEFAULT_MAX_IMAGE_PIXELS,
+    ImageDecodeError,
+    stamp_of,
+    stamp_to_seconds,
+)
 from wsvs_ros.messages.outputs import (
     CLASS_MAP_TOPIC,
     DEFAULT_MASK_CLASSES,
@@ -122,6 +130,7 @@ def replay_bag(
     png_every: int = 10,
     max_gap: float | None = DEFAULT_MAX_GAP_S,
     crf_iterations: int = 0,
+    max_image_pixels: int = DEFAULT_MAX_IMAGE_PIXELS,
     force: bool = False,
     progress: bool = True,
 ) -> dict[str, Any]:
@@ -137,6 +146,7 @@ def replay_bag(
         png_every: write every n-th overlay as a PNG (0: none).
         max_gap: seconds between frames above which the flow window restarts (None: never), as for the node.
         crf_iterations: dense-CRF post-processing steps, as for the node (0: off).
+        max_image_pixels: frames with more pixels are skipped as bad before they are decoded, as in the node.
         force: replace an existing `out_dir` that holds an earlier replay's output.
         progress: show a progress bar over the topic's messages.
 
@@ -150,8 +160,9 @@ def replay_bag(
     Raises:
         FileNotFoundError: no such bag or model file.
         FileExistsError: `out_dir` exists (without `force`, or with `force` when it is not a replay output).
-        ValueError: the bag cannot be read, the topic is missing, ambiguous or not an image topic, an unknown class,
-            or a model/backend/device combination that cannot work.
+        ValueError: the bag cannot be read, the topic is missing, ambiguous or not an image topic, an unknown class
+            or one named twice, or a model/backend/device combination that cannot work.
+        OSError: the output directory cannot be created (the message names it).
         ImportError: the backend's runtime is not installed.
     """
     start = time.perf_counter()
@@ -176,18 +187,27 @@ def replay_bag(
         spec = segmenter.spec
         label_set = get_label_set(spec.label_set)
         mask_classes = resolve_classes(label_set, publish_classes)
+        if len(set(mask_classes)) != len(mask_classes):
+            named = " ".join(publish_classes)
+            raise ValueError(f"--classes {named} names a class twice (aliases count); list each class once")
         warm_start = time.perf_counter()
         segmenter.warm_up()
         warm_up_s = time.perf_counter() - warm_start
 
-        out_dir.parent.mkdir(parents=True, exist_ok=True)
-        # A hidden sibling, renamed into place at the end (mkdir, unlike mkdtemp, honours the umask).
-        work = out_dir.with_name(f".{out_dir.name}.{secrets.token_hex(4)}.partial")
-        work.mkdir()
+        # A hidden sibling, renamed into place at the end (mkdir, unlike mkdtemp, honours the umask). The pid tells a
+        # later run whether its writer is gone.
+        work = out_dir.with_name(f".{out_dir.name}.{os.getpid()}.{secrets.token_hex(4)}.partial")
+        try:
+            out_dir.parent.mkdir(parents=True, exist_ok=True)
+            _remove_stale_partials(out_dir)
+            work.mkdir()
+        except OSError as e:
+            reason = e.strerror or e
+            raise OSError(f"cannot create the output directory {out_dir}: {reason}; choose another --out") from e
         try:
             stats = RunStats()
             skipped = _SkipLog(topic)
-            frame_reader = BagFrameReader(reader, typestore)
+            frame_reader = BagFrameReader(reader, typestore, max_pixels=max_image_pixels)
             with (
                 _ReplayWriter(
                     work, typestore=typestore, label_set=label_set, mask_classes=mask_classes, fps=fps,
@@ -247,6 +267,7 @@ def replay_bag(
                 },
                 "max_gap_s": max_gap,
                 "crf_iterations": crf_iterations,
+                "max_image_pixels": max_image_pixels,
                 "outputs": writer.outputs(),
             }
             (work / STATS_FILE).write_text(json.dumps(figures, indent=2) + "\n")
@@ -475,6 +496,30 @@ def _check_out_dir(out_dir: Path, *, force: bool) -> None:
             f"output directory {out_dir} exists and is not an earlier replay's output (no {STATS_FILE}); --force only "
             "replaces replay outputs, so choose another --out or remove it yourself"
         )
+
+
+def _remove_stale_partials(out_dir: Path) -> None:
+    """Remove what killed replays into `out_dir` left: `.<name>.<pid>.*.partial` and `.<name>.<pid>.old` siblings
+    whose pid no longer runs (and partials of older releases, which had no pid in their names)."""
+    for path in out_dir.parent.glob(f".{out_dir.name}.*"):
+        parts = path.name[len(out_dir.name) + 2 :].split(".")
+        if parts[-1] not in ("partial", "old") or not path.is_dir() or path.is_symlink():
+            continue
+        pid = int(parts[0]) if len(parts) >= 2 and parts[0].isdigit() else None
+        if pid is not None and pid != os.getpid() and _pid_running(pid):
+            continue  # another replay into the same folder is writing it right now
+        log.warning("removing %s, left by a replay that was killed", path)
+        shutil.rmtree(path, ignore_errors=True)
+
+
+def _pid_running(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # someone else's process
+    return True
 
 
 def _move_into_place(work: Path, out_dir: Path, *, force: bool) -> None:
