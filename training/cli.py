@@ -65,11 +65,13 @@ def _cmd_classifiers(args: argparse.Namespace, command: str) -> int:
 
 
 def _cmd_fit(args: argparse.Namespace, command: str) -> int:
+    from training.distributed import world_from_env
     from training.train import fit, load_config
 
     config = load_config(args.config, **_overrides(args.set))
     path = fit(config, command=command)
-    print(f"wrote {path}")
+    if world_from_env().is_main:  # under torchrun, rank 0 wrote it
+        print(f"wrote {path}")
     return 0
 
 
