@@ -103,8 +103,8 @@ _cache_group: dist.ProcessGroup | None = None
 def process_group(device: torch.device, world: World) -> Iterator[None]:
     """Join the other ranks (env:// rendezvous, NCCL on CUDA, gloo on CPU) for the duration of the block.
 
-    Nothing happens for a single process, or when the caller already initialised a process group (then it also
-    destroys it).
+    Nothing happens for a single process, or when the caller already initialised a process group (the caller then
+    destroys it, and `barrier` waits with that group's timeout).
     """
     global _cache_group
     if not world.distributed or dist.is_initialized():
@@ -159,6 +159,15 @@ def mean_over_ranks(values: torch.Tensor, world: World) -> torch.Tensor:
     total = values.detach().clone()
     dist.all_reduce(total)
     return total / world.size
+
+
+def same_on_all_ranks(value: int, world: World, device: torch.device) -> bool:
+    """Whether every rank passed the same `value`."""
+    if not world.distributed:
+        return True
+    both = torch.tensor([value, -value], dtype=torch.float64, device=device)
+    dist.all_reduce(both, op=dist.ReduceOp.MAX)
+    return bool(both[0].item() == -both[1].item())
 
 
 def any_rank(flag: bool, world: World, device: torch.device) -> bool:

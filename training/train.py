@@ -39,6 +39,7 @@ from training.distributed import (
     process_group,
     rank_device,
     rank_share,
+    same_on_all_ranks,
     spread_over_ranks,
     world_from_env,
 )
@@ -328,9 +329,9 @@ class BatchMaker:
         for name, index in self.dataset.items:
             by_clip.setdefault(name, []).append(index)
         if world.distributed:
-            for name in rank_share(sorted(by_clip), world):
+            for name in rank_share(sorted(self.dataset.clips), world):  # the clips `dataset.precompute` reads
                 self.dataset.flow_cache.get(self.dataset.clips[name])
-                if self.heatmaps is not None:
+                if self.heatmaps is not None and name in by_clip:
                     self.heatmaps.clip_heatmaps(self.dataset.clips[name], by_clip[name])
             barrier(world)
         self.dataset.precompute()
@@ -539,6 +540,11 @@ def _fit(config: TrainConfig, world: World, *, command: str, progress: bool) -> 
     run = build_training(config, world=world)
     state_path = out / "train_state.pt"
     start = _resume(state_path, run) if state_path.is_file() else 0
+    if not same_on_all_ranks(start, world, run.device):
+        raise ValueError(
+            f"rank {world.rank} resumes at iteration {start} from {state_path}, another rank elsewhere: put `out` on "
+            "storage every machine sees (rank 0 writes the training state, every rank reads it)"
+        )
     log_path = out / "log.csv"
     if world.is_main:
         print(
