@@ -141,8 +141,11 @@ def _cmd_stride_bound(args: argparse.Namespace, command: str) -> int:
 
 def _cmd_ablation(args: argparse.Namespace, command: str) -> int:
     from training.ablation import SETUPS, run_ablation
+    from training.distributed import world_from_env
     from training.train import load_config
 
+    if world_from_env().distributed:  # each setup's evaluation and tables would be written by every process
+        raise SystemExit("wsvs-train ablation runs as one process: start it without torchrun")
     base = load_config(args.config, **_overrides(args.set))
     rows = run_ablation(base, args.out, command=command, eval_split=args.split, setups=args.setups or SETUPS)
     for r in rows:
