@@ -69,11 +69,13 @@ def _cmd_classifiers(args: argparse.Namespace, command: str) -> int:
 
 
 def _cmd_fit(args: argparse.Namespace, command: str) -> int:
+    from wsvs_training.distributed import world_from_env
     from wsvs_training.train import fit, load_config
 
     config = load_config(args.config, **_overrides(args.set))
     path = fit(config, command=command)
-    print(f"wrote {path}")
+    if world_from_env().is_main:  # under torchrun, rank 0 wrote it
+        print(f"wrote {path}")
     return 0
 
 
@@ -143,8 +145,11 @@ def _cmd_stride_bound(args: argparse.Namespace, command: str) -> int:
 
 def _cmd_ablation(args: argparse.Namespace, command: str) -> int:
     from wsvs_training.ablation import SETUPS, run_ablation
+    from wsvs_training.distributed import world_from_env
     from wsvs_training.train import load_config
 
+    if world_from_env().distributed:  # each setup's evaluation and tables would be written by every process
+        raise SystemExit("wsvs-train ablation runs as one process: start it without torchrun")
     base = load_config(args.config, **_overrides(args.set))
     rows = run_ablation(base, args.out, command=command, eval_split=args.split, setups=args.setups or SETUPS)
     for r in rows:

@@ -42,6 +42,19 @@ from wsvs_ros.spec import ModelSpec
 from wsvs_training.batch_norm import add_batch_norm, fold_batch_norm
 from wsvs_training.datasets.clips import Clip
 from wsvs_training.datasets.layouts import DATASETS, dataset_clips
+from wsvs_training.distributed import (
+    SINGLE,
+    World,
+    any_rank,
+    barrier,
+    mean_over_ranks,
+    process_group,
+    rank_device,
+    rank_share,
+    same_on_all_ranks,
+    spread_over_ranks,
+    world_from_env,
+)
 from wsvs_training.flow_snippets import FlowCache
 from wsvs_training.heatmaps import HeatmapCache, heatmap_scales, heatmap_source
 from wsvs_training.losses import binary_masks, crf_kl_loss, heatmap_loss, tag_loss
@@ -76,6 +89,9 @@ OPTIMISERS: dict[str, OptimiserPreset] = {
 }
 
 
+PRECISIONS = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
+"""`precision` values and the autocast dtype of the network's forward pass (None: no autocast)."""
+
 LIST_FIELDS = ("heatmap_classes", "heatmap_scale")
 """TrainConfig fields that hold tuples (hashable, immutable) but are lists in YAML and in checkpoints' info."""
 
@@ -100,9 +116,14 @@ class TrainConfig:
             the plain network with the BatchNorms folded into the convolutions.
         optimizer: a key of OPTIMISERS; lr, lr_step, lr_gamma: override the preset's learning rate and its
             schedule (lr times lr_gamma every lr_step iterations).
-        iterations, batch_size, seed: the run. lse_r: r of Eq. 3. mask_fraction: B_k threshold (paper: 0.2).
+        iterations, seed: the run. batch_size: frames per process; under torchrun each step trains on the global
+            batch of WORLD_SIZE x batch_size frames (`wsvs_training.distributed`).
+        lse_r: r of Eq. 3. mask_fraction: B_k threshold (paper: 0.2).
         crf_stride: the CRF runs on the logits average-pooled by this factor; crf_iterations: mean-field steps.
-        checkpoint_every, log_every: iterations. threads: torch CPU threads. device: "cpu" or "cuda[:N]".
+        checkpoint_every, log_every: iterations. threads: torch CPU threads (per process). device: "cpu" or
+            "cuda[:N]" ("cuda" under torchrun: each process takes the GPU of its LOCAL_RANK).
+        precision: "fp32", or on CUDA "bf16" / "fp16": the network's forward pass under autocast in that type
+            (fp16 with a gradient scaler); the losses, the CRF and the weights stay float32.
     """
 
     data: str
@@ -144,6 +165,7 @@ class TrainConfig:
     log_every: int = 10
     threads: int = 2
     device: str = "cpu"
+    precision: str = "fp32"
 
     def __post_init__(self) -> None:
         if self.dataset not in DATASETS:
@@ -161,6 +183,16 @@ class TrainConfig:
             if not getattr(self, name) >= 0:
                 raise ValueError(f"{name}={getattr(self, name)} must be >= 0 (0 switches the term off)")
         heatmap_scales(self.heatmap_scale)
+        try:
+            torch.device(self.device)
+        except RuntimeError as e:
+            raise ValueError(f"device={self.device!r}: use cpu, cuda or cuda:N ({e})") from e
+        if self.precision not in PRECISIONS:
+            raise ValueError(f"precision={self.precision!r}: use one of {sorted(PRECISIONS)}")
+        if self.precision != "fp32" and torch.device(self.device).type != "cuda":
+            raise ValueError(
+                f"precision={self.precision} runs on CUDA only (device={self.device}); set precision: fp32 on the CPU"
+            )
         if self.heatmap_weight > 0 and self.iconic is None and self.vgg16 is None:
             raise ValueError("heatmap_weight > 0 needs heatmaps: set `iconic` (wsvs-train classifiers) or `vgg16`")
         if self.heatmap_classes is not None:
@@ -357,14 +389,25 @@ class BatchMaker:
             allowed[labels.by_name(name).id] = True
         self.allowed = allowed
 
-    def precompute(self) -> None:
-        """Fill the flow and heatmap caches (the slow part of the first run)."""
+    def precompute(self, world: World = SINGLE) -> None:
+        """Fill the flow and heatmap caches (the slow part of the first run).
+
+        Several ranks first fill the files of their share of the clips (each file is written atomically by one
+        rank), wait for each other, then all read every clip from the cache folder.
+        """
+        by_clip: dict[str, list[int]] = {}
+        for name, index in self.dataset.items:
+            by_clip.setdefault(name, []).append(index)
+        if world.distributed:
+            for name in rank_share(sorted(self.dataset.clips), world):  # the clips `dataset.precompute` reads
+                self.dataset.flow_cache.get(self.dataset.clips[name])
+                if self.heatmaps is not None and name in by_clip:
+                    self.heatmaps.clip_heatmaps(self.dataset.clips[name], by_clip[name])
+            barrier(world)
         self.dataset.precompute()
         if self.heatmaps is not None:
-            by_clip: dict[str, list[int]] = {}
-            for name, index in self.dataset.items:
-                by_clip.setdefault(name, []).append(index)
-            for name, indices in tqdm(by_clip.items(), desc="heatmaps", unit="clip", leave=False):
+            clips = tqdm(by_clip.items(), desc="heatmaps", unit="clip", leave=False, disable=not world.is_main)
+            for name, indices in clips:
                 self.heatmaps.clip_heatmaps(self.dataset.clips[name], indices)
 
     def __call__(self, indices: Sequence[int]) -> Batch:
@@ -422,21 +465,35 @@ def batch_indices(iteration: int, *, size: int, batch_size: int, seed: int) -> l
 
 @dataclass
 class Training:
+    """A run's parts. `model` is the network itself (what is saved); `network` is what the step calls: the model, or
+    under torchrun the model inside DistributedDataParallel. `scaler` scales fp16 losses (a no-op otherwise)."""
+
     config: TrainConfig
     spec: ModelSpec
     model: TwoStreamNet
+    network: torch.nn.Module
     optimiser: torch.optim.Optimizer
     scheduler: torch.optim.lr_scheduler.StepLR
+    scaler: torch.amp.GradScaler
     batches: BatchMaker
     device: torch.device
+    world: World
+
+    @property
+    def global_batch(self) -> int:
+        """Frames per optimiser step over all ranks."""
+        return self.world.size * self.config.batch_size
 
 
-def build_training(config: TrainConfig) -> Training:
-    """Model (initialised), data (caches filled) and optimiser for a config."""
+def build_training(config: TrainConfig, *, world: World = SINGLE) -> Training:
+    """Model (initialised), data (caches filled) and optimiser for a config, on `world`'s rank.
+
+    Several ranks need the process group (`wsvs_training.distributed.process_group`) around this call.
+    """
     torch.set_num_threads(config.threads)
     torch.manual_seed(config.seed)
     spec = config.model_spec()
-    device = torch.device(config.device)
+    device = rank_device(config.device, world)
     model = build_model(spec)
     if config.init_vgg16 is not None:
         load_vgg16_weights(
@@ -446,6 +503,7 @@ def build_training(config: TrainConfig) -> Training:
         add_batch_norm(model)
     if config.single_stream:
         disable_flow_stream(model)
+    spread_over_ranks(model, world)
     model.to(device).train()
     clips = load_clips(config, config.split)
     dataset = WeakDataset(
@@ -462,31 +520,55 @@ def build_training(config: TrainConfig) -> Training:
         )
         heatmaps = HeatmapCache(config.cache_dir, source, spec, files=[config.iconic, config.vgg16])
     batches = BatchMaker(dataset, heatmaps, config)
-    batches.precompute()
+    batches.precompute(world)
     optimiser, scheduler = make_optimiser(model, config.preset())
-    return Training(config, spec, model, optimiser, scheduler, batches, device)
+    network: torch.nn.Module = model
+    if world.distributed:
+        ids = [device.index] if device.type == "cuda" else None
+        network = torch.nn.parallel.DistributedDataParallel(model, device_ids=ids)
+    scaler = torch.amp.GradScaler(device.type, enabled=config.precision == "fp16")
+    return Training(
+        config=config,
+        spec=spec,
+        model=model,
+        network=network,
+        optimiser=optimiser,
+        scheduler=scheduler,
+        scaler=scaler,
+        batches=batches,
+        device=device,
+        world=world,
+    )
 
 
 def train_step(run: Training, iteration: int) -> dict[str, float]:
-    """One optimiser step; returns the loss terms as floats.
+    """One optimiser step on the global batch of `iteration`, of which this rank computes its share; returns the
+    loss terms as floats, means over the global batch.
+
+    Every loss term is a mean over the frames of the batch, and the shares are equal, so DDP's average of the ranks'
+    gradients is the gradient of the mean over the global batch: the step one process takes with the whole batch.
 
     Raises:
-        FloatingPointError: the network output or a loss term is NaN or infinite (the message names the term and
-            the iteration).
+        FloatingPointError: the network output or a loss term is NaN or infinite on any rank (the message names the
+            term and the iteration; every rank raises it).
     """
     config = run.config
-    idx = batch_indices(iteration, size=len(run.batches.dataset), batch_size=config.batch_size, seed=config.seed)
-    batch = run.batches(idx)
+    idx = batch_indices(iteration, size=len(run.batches.dataset), batch_size=run.global_batch, seed=config.seed)
+    batch = run.batches(rank_share(idx, run.world))
     image, flows = batch.image.to(run.device), batch.flows.to(run.device)
     batch = Batch(image, flows, batch.tags.to(run.device), batch.masks.to(run.device))
-    logits = run.model(normalize_rgb(image, run.spec), flows)
-    if not bool(torch.isfinite(logits).all()):
+    with torch.autocast(run.device.type, dtype=PRECISIONS[config.precision], enabled=config.precision != "fp32"):
+        logits = run.network(normalize_rgb(image, run.spec), flows)
+    logits = logits.float()  # the losses and the CRF in float32 whatever the forward pass ran in
+    if any_rank(not bool(torch.isfinite(logits).all()), run.world, run.device):
         raise FloatingPointError(
             f"non-finite network output at iteration {iteration}: the weights diverged; lower the learning rate "
             f"(now {run.scheduler.get_last_lr()[0]:g}) or resume from an earlier checkpoint"
         )
     terms = compute_losses(logits, batch, config, run.spec)
-    values = {k: v.item() for k, v in terms.items()}
+    names = list(terms)
+    means = mean_over_ranks(torch.stack([terms[k].detach() for k in names]), run.world)
+    values = dict(zip(names, means.tolist(), strict=True))
     bad = [k for k, v in values.items() if not math.isfinite(v)]
     if bad:
         raise FloatingPointError(
@@ -494,8 +576,9 @@ def train_step(run: Training, iteration: int) -> dict[str, float]:
             f"learning rate (now {run.scheduler.get_last_lr()[0]:g}) or check the input data"
         )
     run.optimiser.zero_grad(set_to_none=True)
-    terms["loss"].backward()
-    run.optimiser.step()
+    run.scaler.scale(terms["loss"]).backward()
+    run.scaler.step(run.optimiser)
+    run.scaler.update()
     run.scheduler.step()
     return values
 
@@ -512,37 +595,41 @@ def fit(config: TrainConfig, *, command: str | None = None, progress: bool = Tru
     Writes out/last.pt and out/train_state.pt every `checkpoint_every` iterations (each replaced atomically; an
     interrupted run resumes from the last state written), out/log.csv and, at the end, out/loss_curve.png.
     Returns the path of the final checkpoint.
+
+    Under torchrun every process calls this (`wsvs_training.distributed`): all resume from the same training state, and
+    rank 0 alone writes the files and shows the progress bar.
     """
-    out = Path(config.out)
-    out.mkdir(parents=True, exist_ok=True)
     command = command or shlex.join([Path(sys.argv[0]).name, *sys.argv[1:]])
-    run = build_training(config)
+    world = world_from_env()
+    with process_group(rank_device(config.device, world), world):
+        return _fit(config, world, command=command, progress=progress and world.is_main)
+
+
+def _fit(config: TrainConfig, world: World, *, command: str, progress: bool) -> Path:
+    out = Path(config.out)
+    run = build_training(config, world=world)
     state_path = out / "train_state.pt"
-    start = 0
-    if state_path.is_file():
-        state = torch.load(state_path, map_location=run.device, weights_only=True)
-        if state["config"] != config.to_dict():
-            changed = {k for k, v in config.to_dict().items() if state["config"].get(k) != v}
-            refused = sorted(changed - RESUMABLE_CHANGES)
-            if refused:
-                raise ValueError(
-                    f"{state_path} was written with a different config (changed: {refused}); use a new `out` folder "
-                    "or delete the state to start afresh"
-                )
-        run.model.load_state_dict(state["model"])
-        run.optimiser.load_state_dict(state["optimiser"])
-        run.scheduler.load_state_dict(state["scheduler"])
-        torch.set_rng_state(state["rng"])
-        if state.get("cuda_rng") and torch.cuda.is_available():
-            torch.cuda.set_rng_state_all(state["cuda_rng"])
-        start = int(state["iteration"])
+    start = _resume(state_path, run) if state_path.is_file() else 0
+    if not same_on_all_ranks(start, world, run.device):
+        raise ValueError(
+            f"rank {world.rank} resumes at iteration {start} from {state_path}, another rank elsewhere: put `out` on "
+            "storage every machine sees (rank 0 writes the training state, every rank reads it)"
+        )
     log_path = out / "log.csv"
-    kept: list[list[str]] = []
-    if start > 0 and log_path.is_file():  # rows logged after the resumed state are written again
-        with log_path.open(newline="") as f:
-            kept = [row for row in list(csv.reader(f))[1:] if int(row[0]) <= start]
-    with log_path.open("w", newline="") as f:
-        csv.writer(f).writerows([LOG_FIELDS, *kept])
+    if world.is_main:
+        print(
+            f"training on {world.size} process(es) x batch_size {config.batch_size} = effective batch "
+            f"{run.global_batch} frames per step ({run.device.type}, {config.precision})",
+            file=sys.stderr,
+            flush=True,
+        )
+        out.mkdir(parents=True, exist_ok=True)
+        kept: list[list[str]] = []
+        if start > 0 and log_path.is_file():  # rows logged after the resumed state are written again
+            with log_path.open(newline="") as f:
+                kept = [row for row in list(csv.reader(f))[1:] if int(row[0]) <= start]
+        with log_path.open("w", newline="") as f:
+            csv.writer(f).writerows([LOG_FIELDS, *kept])
     window: list[dict[str, float]] = []
     last_metrics: dict[str, float] = {}
     tic = time.perf_counter()
@@ -554,38 +641,89 @@ def fit(config: TrainConfig, *, command: str | None = None, progress: bool = Tru
         if done % config.log_every == 0 or done == config.iterations:
             mean = {k: sum(v[k] for v in window) / len(window) for k in window[0]}
             seconds = (time.perf_counter() - tic) / len(window)
-            with log_path.open("a", newline="") as f:
-                row = [
-                    done,
-                    f"{lr:.3g}",
-                    *(f"{mean[k]:.5f}" for k in ("loss", "tag", "heatmap", "crf")),
-                    f"{seconds:.3f}",
-                ]
-                csv.writer(f).writerow(row)
+            if world.is_main:
+                with log_path.open("a", newline="") as f:
+                    row = [
+                        done,
+                        f"{lr:.3g}",
+                        *(f"{mean[k]:.5f}" for k in ("loss", "tag", "heatmap", "crf")),
+                        f"{seconds:.3f}",
+                    ]
+                    csv.writer(f).writerow(row)
             bar.set_postfix(loss=f"{mean['loss']:.3f}", tag=f"{mean['tag']:.3f}", hm=f"{mean['heatmap']:.3f}")
             last_metrics = {f"train_{k}": v for k, v in mean.items()}
             window = []
             tic = time.perf_counter()
-        if done % config.checkpoint_every == 0 or done == config.iterations:
-            info = {"command": command, "config": config.to_dict(), "iteration": done, "metrics": last_metrics}
+        if world.is_main and (done % config.checkpoint_every == 0 or done == config.iterations):
+            info = {
+                "command": command,
+                "config": config.to_dict(),
+                "iteration": done,
+                "metrics": last_metrics,
+                "processes": world.size,
+                "effective_batch": run.global_batch,
+            }
             model = fold_batch_norm(run.model) if config.batch_norm else run.model  # a copy only when there is BN
             save_checkpoint(out / "last.pt", model, run.spec, info=info)
-            _save_state(state_path, run, config, done)
-    plot_loss_curve(log_path, out / "loss_curve.png")
+            _save_state(state_path, run, done)
+    if world.is_main:
+        plot_loss_curve(log_path, out / "loss_curve.png")
+    barrier(world)  # the returned checkpoint exists on every rank's return
     return out / "last.pt"
 
 
-def _save_state(path: Path, run: Training, config: TrainConfig, iteration: int) -> None:
+def _resume(path: Path, run: Training) -> int:
+    """Load the training state at `path` into `run` (every rank loads the same file); returns its iteration.
+
+    Raises:
+        ValueError: the state was written with a config that differs in a key outside RESUMABLE_CHANGES, or with
+            another effective batch (batch_size may change when the number of processes changes with it).
+    """
+    state = torch.load(path, map_location=run.device, weights_only=True)
+    config = run.config
+    # Keys added to TrainConfig after the state was written count as their defaults.
+    defaults = {f.name: f.default for f in dataclasses.fields(TrainConfig)}
+    changed = {k for k, v in config.to_dict().items() if state["config"].get(k, defaults[k]) != v}
+    saved_batch = int(state.get("effective_batch", state["config"]["batch_size"]))
+    if saved_batch != run.global_batch:
+        raise ValueError(
+            f"{path} was written with an effective batch of {saved_batch} frames per step, this run has "
+            f"{run.world.size} process(es) x batch_size {config.batch_size} = {run.global_batch}; set batch_size so "
+            f"that processes x batch_size = {saved_batch}, or use a new `out` folder"
+        )
+    refused = sorted(changed - RESUMABLE_CHANGES - {"batch_size"})
+    if refused:
+        raise ValueError(
+            f"{path} was written with a different config (changed: {refused}); use a new `out` folder "
+            "or delete the state to start afresh"
+        )
+    run.model.load_state_dict(state["model"])
+    run.optimiser.load_state_dict(state["optimiser"])
+    run.scheduler.load_state_dict(state["scheduler"])
+    run.scaler.load_state_dict(state.get("scaler", {}))
+    torch.set_rng_state(state["rng"])
+    if run.device.type == "cuda":
+        if state.get("device_rng") is not None:
+            torch.cuda.set_rng_state(state["device_rng"], run.device)
+        elif state.get("cuda_rng"):  # written before device_rng existed
+            torch.cuda.set_rng_state_all(state["cuda_rng"])
+    return int(state["iteration"])
+
+
+def _save_state(path: Path, run: Training, iteration: int) -> None:
     """Optimiser state for resuming, written atomically beside the checkpoint."""
     state = {
-        "config": config.to_dict(),
+        "config": run.config.to_dict(),
         "iteration": iteration,
+        "effective_batch": run.global_batch,
         "model": run.model.state_dict(),
         "optimiser": run.optimiser.state_dict(),
         "scheduler": run.scheduler.state_dict(),
+        "scaler": run.scaler.state_dict(),
         "rng": torch.get_rng_state(),
-        # Dropout draws from the CUDA generators on a GPU; without their state a resumed run would differ.
-        "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+        # Dropout draws from the generator of the run's GPU there; without its state a resumed run would differ.
+        # Every rank's generator is in the same state as rank 0's (`GlobalBatchDropout`), so this one resumes all.
+        "device_rng": torch.cuda.get_rng_state(run.device) if run.device.type == "cuda" else None,
     }
     with atomic_write(path) as f:
         torch.save(state, f)
