@@ -73,6 +73,8 @@ class VGGStream(nn.Module):
     `convs` holds the 13 convolutions in VGG order (conv1_1 is `convs[0]`, conv5_3 is `convs[12]`).
     """
 
+    strides = (2, 4, 8, 16, 16)  # of the maps `features` returns
+
     def __init__(self, in_channels: int, *, width: float) -> None:
         super().__init__()
         convs = []
@@ -105,8 +107,6 @@ class VGGStream(nn.Module):
                 x = F.max_pool2d(x, kernel_size=2, stride=2)
                 out.append(x)
         return [*out, x]
-
-    strides = (2, 4, 8, 16, 16)  # of the maps `features` returns
 
     def feature_channels(self) -> list[int]:
         """Channels of the maps `features` returns: pool1..pool4, conv5_3."""
