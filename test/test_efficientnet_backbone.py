@@ -11,6 +11,7 @@ import socket
 from importlib import metadata
 from pathlib import Path
 
+import onnx
 import pytest
 import torch
 import torch.nn.functional as F
@@ -145,6 +146,8 @@ def test_onnxruntime_logits_match_torch_within_1e_4_relative(
         backbone="efficientnet_lite0", backbone_weights=weights,
     )  # fmt: skip
     path = export_onnx(net, spec, tmp_path / "lite0.onnx")
+    # opset 17 is what TensorRT 8.6 (JetPack 6.0) parses; the stride-2 layers' TF "SAME" padding exports as Pad
+    assert {o.version for o in onnx.load(str(path)).opset_import if o.domain in ("", "ai.onnx")} == {17}
     rgb, flow = inputs(64, 128, seed=3)
     expected = TorchEngine(net, device="cpu").infer(rgb, flow)
     got = OnnxRuntimeEngine(path).infer(rgb, flow)
