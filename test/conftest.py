@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -12,7 +13,8 @@ from wsvs_ros.model.checkpoint import build_model, save_checkpoint
 
 __all__ = ["DEVICES", "SHARED_DATA", "tiny_spec"]  # tests import these from conftest
 
-SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+# The real-data folder beside the repository (../shared/data); WSVS_SHARED_DATA points elsewhere (a git worktree).
+SHARED_DATA = Path(os.environ.get("WSVS_SHARED_DATA", Path(__file__).resolve().parents[2] / "shared" / "data"))
 
 # CUDA variants run wherever a GPU is present (the lent GPU machine, a workstation); CI has CPU only.
 DEVICES = ["cpu", *(["cuda"] if torch.cuda.is_available() else [])]

@@ -11,7 +11,7 @@ import pytest
 import torch
 from conftest import tiny_spec
 
-from wsvs_ros.model.checkpoint import build_model, load_checkpoint, save_checkpoint
+from wsvs_ros.model.checkpoint import build_model, default_model_path, load_checkpoint, save_checkpoint
 
 
 def test_checkpoint_round_trips_weights_spec_and_info(tiny_checkpoint: Path) -> None:
@@ -111,3 +111,23 @@ def test_a_directory_given_as_the_model_is_called_a_directory(tmp_path: Path, ti
         message == f"model {tmp_path} is a directory, not a model file; pass the .pt or .onnx file itself "
         "(it holds tiny.pt)"
     )
+
+
+def test_a_checkpoint_written_before_backbones_loads_as_vgg16(tmp_path: Path, tiny_checkpoint: Path) -> None:
+    payload = torch.load(tiny_checkpoint, weights_only=True)
+    del payload["spec"]["backbone"], payload["spec"]["backbone_weights"]
+    old = tmp_path / "old.pt"
+    torch.save(payload, old)
+    ckpt = load_checkpoint(old)
+    assert ckpt.spec.backbone == "vgg16" and ckpt.model.backbone == "vgg16"
+    assert ckpt.spec.backbone_weights == "unrecorded"
+    for name, tensor in load_checkpoint(tiny_checkpoint).model.state_dict().items():
+        assert torch.equal(ckpt.model.state_dict()[name], tensor), name
+
+
+def test_the_shipped_model_loads_as_a_vgg16_net() -> None:
+    path = default_model_path()
+    if not path.is_file():
+        pytest.skip("this install has no wsvs_ros/data/default_model.pt")
+    ckpt = load_checkpoint(path)
+    assert ckpt.spec.backbone == "vgg16" and ckpt.model.backbone == "vgg16"

@@ -49,6 +49,13 @@ def test_bench_json_works_for_the_full_width_network_at_512x256(capsys: pytest.C
     assert r["params"] > 250e6, "width 1.0 is two VGG-16 streams with fc6/fc7 heads"
 
 
+def test_bench_runs_the_efficientnet_backbone(capsys: pytest.CaptureFixture[str]) -> None:
+    r = bench_json(capsys, "--frames", "1", "--warmup", "0", "--backbone", "efficientnet_lite0", "--input-size",
+                   "128x64", "--camera-size", "256x128", "--flow", "opencv")  # fmt: skip
+    assert r["backbone"] == "efficientnet_lite0" and r["stage_ms"]["network"]["mean"] > 0
+    assert 6e6 < r["params"] < 8e6, "two Lite0 streams (3.0 M each) and two 1x1 heads to 1280 channels"
+
+
 def test_export_writes_onnx_with_the_checkpoint_spec(tiny_checkpoint: Path, tmp_path: Path) -> None:
     out = tmp_path / "m.onnx"
     assert main(["export", str(tiny_checkpoint), "--out", str(out)]) == 0

@@ -15,6 +15,8 @@ def make(**kw) -> ModelSpec:
 def test_spec_round_trips_through_a_dict() -> None:
     spec = make(window="centered", flow_params={"levels": 4}, width=0.25, output_stride=8)
     assert ModelSpec.from_dict(spec.to_dict()) == spec
+    lite = make(backbone="efficientnet_lite0", backbone_weights="package==0.1.0 a.pth sha256=0")
+    assert ModelSpec.from_dict(lite.to_dict()) == lite
     assert spec.delay_frames == 5 and make().delay_frames == 0
 
 
@@ -28,6 +30,7 @@ def test_spec_round_trips_through_a_dict() -> None:
         ("rgb_std", (0.2, 0.2), "rgb_std must have 3 values"),
         ("width", -1.0, "width must be a positive number"),
         ("output_stride", 4, "output_stride must be one of"),
+        ("backbone", "resnet50", "backbone must be one of"),
     ],
 )
 def test_invalid_fields_are_named(field: str, value: object, message: str) -> None:
@@ -55,3 +58,11 @@ def test_metadata_written_before_output_stride_existed_is_the_papers_stride_32()
     d = make().to_dict()
     del d["output_stride"]
     assert ModelSpec.from_dict(d).output_stride == 32
+
+
+def test_metadata_written_before_backbones_existed_is_vgg16_of_unrecorded_origin() -> None:
+    d = make().to_dict()
+    del d["backbone"], d["backbone_weights"]
+    spec = ModelSpec.from_dict(d)
+    assert spec.backbone == "vgg16" and spec.backbone_weights == "unrecorded"
+    assert make().backbone_weights == "random", "a spec made in code describes a freshly initialised net"

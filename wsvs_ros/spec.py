@@ -15,6 +15,8 @@ from wsvs_ros.labels import get_label_set
 WINDOWS = ("causal", "centered")
 FLOW_METHODS = ("torch", "opencv")
 OUTPUT_STRIDES = (32, 16, 8)  # TwoStreamNet's: FCN-32s (the paper's), FCN-16s, FCN-8s
+BACKBONES = ("vgg16", "efficientnet_lite0")  # TwoStreamNet's streams: the paper's VGG-16, ImageNet EfficientNet-Lite0
+UNRECORDED_WEIGHTS = "unrecorded"  # backbone_weights of metadata written before the field existed
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -32,9 +34,14 @@ class ModelSpec:
         flow_method: "torch" (`TorchFlow`) or "opencv" (`OpenCVFlow`); `flow_params` are its keyword arguments.
         flow_scale: pixels that map to 1.0 in the flow stream's input; `flow_clip` bounds the scaled value.
         rgb_mean, rgb_std: per-channel normalisation of RGB in 0..1.
-        width: channel multiplier of `TwoStreamNet` (1.0 = VGG-16).
+        width: channel multiplier of the VGG-16 backbone (1.0 = VGG-16); 1.0 for efficientnet_lite0, whose
+            channels its ImageNet weights fix.
         output_stride: stride of the score map the final deconvolution starts from: 32 is the paper's network
             (FCN-32s), 16 / 8 add FCN skip layers (`TwoStreamNet`). Checkpoints without it are stride 32.
+        backbone: the streams' architecture, one of BACKBONES. Checkpoints without it are vgg16.
+        backbone_weights: where the network's initial weights came from: "random" (from scratch), the ImageNet
+            package as "<pip name>==<version> <file> sha256=<hex>", or the VGG-16 file as "<file> sha256=<hex>".
+            Provenance only: nothing reads it to build the network. Checkpoints without it say "unrecorded".
     """
 
     label_set: str
@@ -51,6 +58,8 @@ class ModelSpec:
     rgb_std: tuple[float, float, float] = IMAGENET_STD
     width: float = 1.0
     output_stride: int = 32
+    backbone: str = "vgg16"
+    backbone_weights: str = "random"
 
     FORMAT_VERSION = 1  # bumped when a field changes meaning; loading refuses other versions
 
@@ -77,6 +86,13 @@ class ModelSpec:
             value = getattr(self, name)
             if not (isinstance(value, (int, float)) and math.isfinite(value) and value > 0):
                 raise ValueError(f"{name} must be a positive number, got {value!r}")
+        if self.backbone not in BACKBONES:
+            raise ValueError(f"backbone must be one of {BACKBONES}, got {self.backbone!r}")
+        if self.backbone != "vgg16" and self.width != 1.0:
+            raise ValueError(
+                f"width={self.width} but backbone {self.backbone!r} has no width multiplier (its ImageNet weights fix "
+                "its channels); set width to 1.0"
+            )
         for name in ("rgb_mean", "rgb_std"):
             if len(getattr(self, name)) != 3:
                 raise ValueError(f"{name} must have 3 values (R, G, B), got {getattr(self, name)!r}")
@@ -117,6 +133,7 @@ class ModelSpec:
         missing = sorted(required - set(d))
         if missing:
             raise ValueError(f"model metadata lacks field(s) {missing}")
+        d.setdefault("backbone_weights", UNRECORDED_WEIGHTS)
         for name in ("class_names", "rgb_mean", "rgb_std"):
             if name in d:
                 d[name] = tuple(d[name])

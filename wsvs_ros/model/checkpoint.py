@@ -35,7 +35,11 @@ def default_model_path() -> Path:
 def build_model(spec: ModelSpec) -> TwoStreamNet:
     """A freshly initialised network shaped by `spec`."""
     return TwoStreamNet(
-        spec.num_classes, flow_length=spec.flow_length, width=spec.width, output_stride=spec.output_stride
+        spec.num_classes,
+        flow_length=spec.flow_length,
+        width=spec.width,
+        output_stride=spec.output_stride,
+        backbone=spec.backbone,
     )
 
 

@@ -9,6 +9,14 @@ upsampled loses thin and distant classes (docs/results/output_stride.md).
 
 `width` scales every channel count (1.0 is VGG-16 exactly, which `load_vgg16_weights` can initialise); smaller widths
 are the CPU and real-time Jetson variants and are trained from the initialisation below.
+
+`backbone="efficientnet_lite0"` builds the same network on EfficientNet-Lite0 (`efficientnet_lite.py`), which
+`load_efficientnet_lite0_weights` initialises from ImageNet: each stream is its stem and 16 MBConv blocks (stride 32,
+320 channels, where VGG's streams stop at conv5_3, stride 16), fused there by a linear 1x1 conv, and each head is its
+1x1 conv to 1280 channels and a class-score conv; the skips take its stride-16 and stride-8 maps. Its BatchNorms are
+folded into the convolutions when the network is built (`fold_batch_norms`): the network trains at batch 1 (paper
+4.2), where batch statistics mean nothing, and the checkpoint, ONNX graph and TensorRT engine hold plain convs, as
+for VGG. It has no width multiplier: its ImageNet weights fix its channels.
 """
 
 from __future__ import annotations
@@ -19,15 +27,33 @@ from typing import cast
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.nn.utils.fusion import fuse_conv_bn_eval
 
-from wsvs_ros.spec import OUTPUT_STRIDES
+from wsvs_ros.model.efficientnet_lite import (
+    EFFICIENTNET_LITE_MEAN,
+    EFFICIENTNET_LITE_STD,
+    FEATURE_CHANNELS,
+    FEATURE_STRIDES,
+    HEAD_CHANNELS,
+    LITE0_STAGES,
+    EfficientNetLite,
+)
+from wsvs_ros.spec import BACKBONES, IMAGENET_MEAN, IMAGENET_STD, OUTPUT_STRIDES
 
 # VGG-16's conv1_1..conv5_3 output channels per block; a 2x2 max-pool follows blocks 1-4 (pool5 lives in the heads),
 # so conv5_3 is at stride 16 and the score maps at stride 32.
 VGG16_BLOCKS: tuple[tuple[int, ...], ...] = ((64, 64), (128, 128), (256, 256, 256), (512, 512, 512), (512, 512, 512))
 VGG16_FC_CHANNELS = 4096
 FC6_KERNEL = 7  # VGG's fc6 sees a 7x7 pool5 map; FCN turns it into a 7x7 conv.
-SIZE_MULTIPLE = 32  # four pools in the streams + pool5 in the heads: inputs are padded to a multiple of this
+SIZE_MULTIPLE = 32  # four pools in the streams + pool5 in the heads (EfficientNet: five stride-2 convs): inputs are
+# padded to a multiple of this
+LITE_DROPOUT = 0.2  # EfficientNet-Lite0's dropout before its classifier
+# ModelSpec.rgb_mean / rgb_std each backbone's ImageNet weights were trained with (torchvision's for VGG-16; the TF
+# lite models' (x - 127) / 128 for EfficientNet-Lite0)
+RGB_NORMALISATION: dict[str, tuple[tuple[float, float, float], tuple[float, float, float]]] = {
+    "vgg16": (IMAGENET_MEAN, IMAGENET_STD),
+    "efficientnet_lite0": (EFFICIENTNET_LITE_MEAN, EFFICIENTNET_LITE_STD),
+}
 
 
 def scaled_channels(channels: int, width: float) -> int:
@@ -46,6 +72,8 @@ class VGGStream(nn.Module):
 
     `convs` holds the 13 convolutions in VGG order (conv1_1 is `convs[0]`, conv5_3 is `convs[12]`).
     """
+
+    strides = (2, 4, 8, 16, 16)  # of the maps `features` returns
 
     def __init__(self, in_channels: int, *, width: float) -> None:
         super().__init__()
@@ -80,10 +108,66 @@ class VGGStream(nn.Module):
                 out.append(x)
         return [*out, x]
 
-    def pooled_channels(self) -> list[int]:
-        """Channels of pool1..pool4, the maps `features` returns before conv5_3."""
+    def feature_channels(self) -> list[int]:
+        """Channels of the maps `features` returns: pool1..pool4, conv5_3."""
         ends = [i for i, pool in enumerate(self._pool_after) if pool]
-        return [self.conv_layers()[i].out_channels for i in ends]
+        return [self.conv_layers()[i].out_channels for i in ends] + [self.out_channels]
+
+
+def fold_batch_norms(module: nn.Module) -> None:
+    """Merge each BatchNorm of `efficientnet_lite.conv_bn`'s layout (a Sequential with `conv` then `bn`) into its
+    conv, in place: the conv gains a bias and the `bn` entry is removed. Uses the running statistics, so the result
+    computes what `module.eval()` computed.
+    """
+    for seq in module.modules():
+        conv, bn = getattr(seq, "conv", None), getattr(seq, "bn", None)
+        if isinstance(seq, nn.Sequential) and isinstance(conv, nn.Conv2d) and isinstance(bn, nn.BatchNorm2d):
+            seq.conv = fuse_conv_bn_eval(conv.eval(), bn.eval())
+            del seq.bn
+
+
+class EfficientNetStream(nn.Module):
+    """One stream of Fig. 3 on EfficientNet-Lite0: its stem and 16 MBConv blocks, BatchNorms folded.
+
+    The ImageNet classifier's 1x1 head and fc are not part of it: they start the score heads (`LiteScoreHead`).
+    """
+
+    strides = FEATURE_STRIDES  # of the maps `features` returns: 4, 8, 16, 32
+
+    def __init__(self, in_channels: int) -> None:
+        super().__init__()
+        lite = EfficientNetLite(in_channels=in_channels)
+        fold_batch_norms(lite)
+        self.stem, self.blocks = lite.stem, lite.blocks
+        # the last block at each stride: the stem is stride 2, a stage with stride 2 doubles it
+        stride, last_block = 2, {}
+        for stage, end in zip(LITE0_STAGES, lite.stage_ends, strict=True):
+            stride *= stage.stride
+            last_block[stride] = end
+        self._feature_blocks = [last_block[s] for s in self.strides]
+        self.out_channels = FEATURE_CHANNELS[-1]
+
+    def stem_conv(self) -> nn.Conv2d:
+        """The stream's first convolution, 3x3 stride 2 (`stem.conv`, typed)."""
+        return cast(nn.Conv2d, self.stem.conv)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, C_in, H, W) with H, W multiples of 32 -> the last block's map, (B, 320, H/32, W/32)."""
+        return self.features(x)[-1]
+
+    def features(self, x: torch.Tensor) -> list[torch.Tensor]:
+        """Like `forward`, but returns the maps at strides 4, 8, 16, 32 (24, 40, 112, 320 channels)."""
+        x = self.stem(x)
+        out = []
+        for i, block in enumerate(self.blocks):
+            x = block(x)
+            if i in self._feature_blocks:
+                out.append(x)
+        return out
+
+    def feature_channels(self) -> list[int]:
+        """Channels of the maps `features` returns: 24, 40, 112, 320."""
+        return list(FEATURE_CHANNELS)
 
 
 class ConvFusion(nn.Module):
@@ -94,11 +178,14 @@ class ConvFusion(nn.Module):
     RGB conv5_3 features plus the flow ones, so the spatio-temporal head starts from the appearance features VGG's fc6
     was trained on, shifted by motion, rather than from halved ones (a mean would halve every fc6 input). Both inputs
     come out of a ReLU, so the ReLU is a no-op at init; it keeps pool5/fc6's input non-negative as in VGG.
+    `relu=False` for EfficientNet, whose streams end in a linear bottleneck (the MBConv projection has no activation):
+    a ReLU there would cut the negative half of what its head was trained on.
     """
 
-    def __init__(self, channels: int) -> None:
+    def __init__(self, channels: int, *, relu: bool = True) -> None:
         super().__init__()
         self.conv = nn.Conv2d(2 * channels, channels, kernel_size=1)
+        self.relu = relu
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
@@ -110,7 +197,8 @@ class ConvFusion(nn.Module):
 
     def forward(self, rgb: torch.Tensor, flow: torch.Tensor) -> torch.Tensor:
         """Two (B, C, h, w) conv5_3 maps -> fused (B, C, h, w)."""
-        return F.relu(self.conv(torch.cat([rgb, flow], dim=1)))
+        fused = self.conv(torch.cat([rgb, flow], dim=1))
+        return F.relu(fused) if self.relu else fused
 
 
 class ScoreHead(nn.Module):
@@ -134,6 +222,22 @@ class ScoreHead(nn.Module):
         x = self.drop6(F.relu(self.fc6(x)))
         x = self.drop7(F.relu(self.fc7(x)))
         return self.score(x)
+
+
+class LiteScoreHead(nn.Module):
+    """EfficientNet-Lite0's classifier made fully convolutional, per stride-32 cell: its 1x1 head conv to 1280
+    channels (BatchNorm folded) and ReLU6, its dropout, then a 1x1 class-score conv in place of the 1000-way fc.
+    """
+
+    def __init__(self, in_channels: int, num_classes: int) -> None:
+        super().__init__()
+        self.head = nn.Conv2d(in_channels, HEAD_CHANNELS, kernel_size=1)
+        self.dropout = nn.Dropout(LITE_DROPOUT)
+        self.score = nn.Conv2d(HEAD_CHANNELS, num_classes, kernel_size=1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, C, H/32, W/32) stream features -> class scores (B, num_classes, H/32, W/32)."""
+        return self.score(self.dropout(F.relu6(self.head(x))))
 
 
 class BilinearUpsample(nn.Module):
@@ -200,12 +304,12 @@ class TwoStreamNet(nn.Module):
     """Paper 3.2, Fig. 3: per-pixel class scores from an RGB frame and a stack of L optical flows.
 
     Submodules, in the order data flows:
-        rgb_stream, flow_stream: `VGGStream`s (3 and 2L input channels) up to conv5_3.
-        fusion: `ConvFusion` of the two conv5_3 maps (early fusion).
-        spatiotemporal_head: `ScoreHead` on the fused features.
-        appearance_head: `ScoreHead` on the RGB conv5_3 alone.
-        skips: for output_stride 16 / 8, a `SkipScores` per finer level (pool4, then pool3), FCN-16s / 8s style:
-            the scores so far are upsampled 2x (`BilinearUpsample`) and the level's scores added.
+        rgb_stream, flow_stream: `VGGStream`s up to conv5_3 (or `EfficientNetStream`s), 3 and 2L input channels.
+        fusion: `ConvFusion` of the two streams' last maps (early fusion).
+        spatiotemporal_head: `ScoreHead` (or `LiteScoreHead`) on the fused features.
+        appearance_head: the same on the RGB stream's last map alone.
+        skips: for output_stride 16 / 8, a `SkipScores` per finer level (stride 16, then 8: pool4 and pool3 for VGG),
+            FCN-16s / 8s style: the scores so far are upsampled 2x (`BilinearUpsample`) and the level's scores added.
         upsample: `BilinearUpsample`, the stride-`output_stride` deconvolution to full resolution.
 
     Late fusion is the plain sum of the two heads' class scores. A learnable weight per head would add nothing: it
@@ -215,15 +319,30 @@ class TwoStreamNet(nn.Module):
     Args:
         num_classes: number of output classes (the label set's size).
         flow_length: L, the number of stacked flows; the flow stream takes 2L channels (x, y per flow).
-        width: channel multiplier; 1.0 is VGG-16 (about 269M parameters with both heads), 0.25 is the lite variant.
+        width: VGG-16 channel multiplier; 1.0 is VGG-16 (about 269M parameters with both heads), 0.25 is the lite
+            variant. efficientnet_lite0 takes 1.0 only.
         output_stride: 32 (the paper's), 16 or 8; see the module docstring.
+        backbone: "vgg16" (the paper's) or "efficientnet_lite0" (see the module docstring).
 
     Raises:
-        ValueError: num_classes or flow_length below 1, width not a positive finite number, or an output_stride
-            not in OUTPUT_STRIDES.
+        ValueError: num_classes or flow_length below 1, width not a positive finite number (or not 1.0 for
+            efficientnet_lite0), an output_stride not in OUTPUT_STRIDES, or a backbone not in BACKBONES.
     """
 
-    def __init__(self, num_classes: int, *, flow_length: int = 10, width: float = 1.0, output_stride: int = 32) -> None:
+    rgb_stream: VGGStream | EfficientNetStream
+    flow_stream: VGGStream | EfficientNetStream
+    spatiotemporal_head: ScoreHead | LiteScoreHead
+    appearance_head: ScoreHead | LiteScoreHead
+
+    def __init__(
+        self,
+        num_classes: int,
+        *,
+        flow_length: int = 10,
+        width: float = 1.0,
+        output_stride: int = 32,
+        backbone: str = "vgg16",
+    ) -> None:
         super().__init__()
         if not isinstance(num_classes, int) or num_classes < 1:
             raise ValueError(f"num_classes must be a positive integer (the label set's size), got {num_classes!r}")
@@ -233,39 +352,56 @@ class TwoStreamNet(nn.Module):
             raise ValueError(f"width must be a positive number (1.0 = VGG-16, e.g. 0.25 for lite), got {width!r}")
         if output_stride not in OUTPUT_STRIDES:
             raise ValueError(f"output_stride must be one of {OUTPUT_STRIDES}, got {output_stride!r}")
+        if backbone not in BACKBONES:
+            raise ValueError(f"backbone must be one of {BACKBONES}, got {backbone!r}")
+        if backbone != "vgg16" and width != 1.0:
+            raise ValueError(f"width={width}: backbone {backbone!r} has no width multiplier; use width=1.0")
         self.num_classes = num_classes
         self.flow_length = flow_length
         self.width = float(width)
         self.output_stride = output_stride
+        self.backbone = backbone
 
-        self.rgb_stream = VGGStream(3, width=width)
-        self.flow_stream = VGGStream(2 * flow_length, width=width)
-        features = self.rgb_stream.out_channels
-        self.fusion = ConvFusion(features)
-        self.spatiotemporal_head = ScoreHead(features, num_classes, width=width)
-        self.appearance_head = ScoreHead(features, num_classes, width=width)
-        # pool4 (stride 16) is features[3], pool3 (stride 8) features[2]
-        self._skip_levels = [level for level, stride in ((3, 16), (2, 8)) if stride >= output_stride]
-        rgb_pooled, flow_pooled = self.rgb_stream.pooled_channels(), self.flow_stream.pooled_channels()
-        pooled = [a + b for a, b in zip(rgb_pooled, flow_pooled, strict=True)]
-        self.skips = nn.ModuleList(SkipScores(pooled[level], num_classes) for level in self._skip_levels)
+        if backbone == "vgg16":
+            self.rgb_stream = VGGStream(3, width=width)
+            self.flow_stream = VGGStream(2 * flow_length, width=width)
+            features = self.rgb_stream.out_channels
+            self.fusion = ConvFusion(features)
+            self.spatiotemporal_head = ScoreHead(features, num_classes, width=width)
+            self.appearance_head = ScoreHead(features, num_classes, width=width)
+        else:
+            self.rgb_stream = EfficientNetStream(3)
+            self.flow_stream = EfficientNetStream(2 * flow_length)
+            features = self.rgb_stream.out_channels
+            self.fusion = ConvFusion(features, relu=False)
+            self.spatiotemporal_head = LiteScoreHead(features, num_classes)
+            self.appearance_head = LiteScoreHead(features, num_classes)
+        # The first map at stride 16, then at 8 (VGG: pool4, pool3; conv5_3 is stride 16 too but comes last).
+        strides = self.rgb_stream.strides
+        self._skip_levels = [strides.index(stride) for stride in (16, 8) if stride >= output_stride]
+        rgb_maps, flow_maps = self.rgb_stream.feature_channels(), self.flow_stream.feature_channels()
+        channels = [a + b for a, b in zip(rgb_maps, flow_maps, strict=True)]
+        self.skips = nn.ModuleList(SkipScores(channels[level], num_classes) for level in self._skip_levels)
         self.upsample = BilinearUpsample(num_classes, output_stride)
         self._init_from_scratch()
 
     def _init_from_scratch(self) -> None:
-        # No BatchNorm in VGG, so a from-scratch net (the small widths, with no pretrained weights) needs He init to
-        # keep activations alive through 15 ReLU layers; scores start near 0 (uniform softmax), as torchvision's VGG.
-        # `load_vgg16_weights` overwrites the VGG parts for width 1.0.
+        # Scores start near 0 (uniform softmax), as torchvision's VGG. No BatchNorm in VGG, so a from-scratch VGG
+        # (the small widths, with no pretrained weights) needs He init to keep activations alive through 15 ReLU
+        # layers; `load_vgg16_weights` overwrites the VGG parts for width 1.0. EfficientNet streams keep torch's
+        # default init: they are meant to start from ImageNet (`load_efficientnet_lite0_weights`).
         for head in (self.spatiotemporal_head, self.appearance_head):
-            for conv in (head.fc6, head.fc7):
+            hidden = (head.fc6, head.fc7) if isinstance(head, ScoreHead) else (head.head,)
+            for conv in hidden:
                 nn.init.kaiming_normal_(conv.weight, mode="fan_in", nonlinearity="relu")
                 nn.init.zeros_(conv_bias(conv))
             nn.init.normal_(head.score.weight, std=0.01)
             nn.init.zeros_(conv_bias(head.score))
         for stream in (self.rgb_stream, self.flow_stream):
-            for conv in stream.conv_layers():
-                nn.init.kaiming_normal_(conv.weight, mode="fan_out", nonlinearity="relu")
-                nn.init.zeros_(conv_bias(conv))
+            if isinstance(stream, VGGStream):
+                for conv in stream.conv_layers():
+                    nn.init.kaiming_normal_(conv.weight, mode="fan_out", nonlinearity="relu")
+                    nn.init.zeros_(conv_bias(conv))
 
     def forward(self, rgb: torch.Tensor, flow: torch.Tensor) -> torch.Tensor:
         """Class scores (logits, before softmax) for every pixel.

@@ -12,10 +12,16 @@ from collections.abc import Mapping
 import torch
 
 from wsvs_ros.labels import LabelSet
-from wsvs_ros.model.two_stream import FC6_KERNEL, VGG16_BLOCKS, VGG16_FC_CHANNELS, TwoStreamNet, conv_bias
-
-IMAGENET_CLASSES = 1000
-BACKGROUND_SCORE_STD = 0.1  # paper 4.2: classes not in ILSVRC start from N(0, 0.1)
+from wsvs_ros.model.imagenet_scores import IMAGENET_CLASSES, check_label_set, init_score_layer
+from wsvs_ros.model.two_stream import (
+    FC6_KERNEL,
+    VGG16_BLOCKS,
+    VGG16_FC_CHANNELS,
+    ScoreHead,
+    TwoStreamNet,
+    VGGStream,
+    conv_bias,
+)
 
 
 def _conv_keys() -> list[str]:
@@ -88,20 +94,16 @@ def load_vgg16_weights(
         FileNotFoundError: `source` names no file.
     """
     state = _read_state_dict(source)
+    if net.backbone != "vgg16":
+        raise ValueError(f"VGG-16 weights fit only backbone vgg16; this net has backbone {net.backbone!r}")
     if net.width != 1.0:
         raise ValueError(
             f"VGG-16 weights fit only width=1.0; this net has width={net.width}. "
             "Build TwoStreamNet(..., width=1.0), or train the smaller width from its own initialisation."
         )
-    if net.num_classes != len(label_set):
-        raise ValueError(
-            f"net has num_classes={net.num_classes} but label set {label_set.name!r} has {len(label_set)} classes"
-        )
-    for c in label_set.classes:
-        bad = [i for i in c.imagenet_ids if not 0 <= i < IMAGENET_CLASSES]
-        if bad:
-            raise ValueError(f"class {c.name!r} of label set {label_set.name!r} has imagenet_ids {bad} outside 0..999")
+    check_label_set(net.num_classes, label_set)
     _check_state_dict(state)
+    assert isinstance(net.rgb_stream, VGGStream) and isinstance(net.flow_stream, VGGStream)  # backbone vgg16
 
     with torch.no_grad():
         rgb_convs, flow_convs = net.rgb_stream.conv_layers(), net.flow_stream.conv_layers()
@@ -115,44 +117,22 @@ def load_vgg16_weights(
             flow_conv.weight.copy_(weight)
             conv_bias(flow_conv).copy_(bias)
 
-        score_weight, score_bias, mapped = _score_layer(state, label_set)
         for head in (net.spatiotemporal_head, net.appearance_head):
+            assert isinstance(head, ScoreHead)
             head.fc6.weight.copy_(state["classifier.0.weight"].reshape(head.fc6.weight.shape))
             conv_bias(head.fc6).copy_(state["classifier.0.bias"])
             head.fc7.weight.copy_(state["classifier.3.weight"].reshape(head.fc7.weight.shape))
             conv_bias(head.fc7).copy_(state["classifier.3.bias"])
-            unmapped = torch.randn(score_weight.shape, generator=generator, device=_device_of(generator))
-            weight = torch.where(mapped[:, None], score_weight, unmapped.cpu() * BACKGROUND_SCORE_STD)
-            head.score.weight.copy_(weight.reshape(head.score.weight.shape))
-            conv_bias(head.score).copy_(score_bias)
+            init_score_layer(
+                head.score,
+                state["classifier.6.weight"],
+                state["classifier.6.bias"],
+                label_set=label_set,
+                generator=generator,
+            )
 
     net.fusion.reset_parameters()
     net.upsample.reset_parameters()
-
-
-def _device_of(generator: torch.Generator | None) -> torch.device:
-    return generator.device if generator is not None else torch.device("cpu")
-
-
-def _score_layer(
-    state: Mapping[str, torch.Tensor], label_set: LabelSet
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Score weight (C, 4096) and bias (C,) from the ImageNet rows, and which classes have such rows (C,) bool.
-
-    Rows of classes without ImageNet ids are 0 here; the caller draws them.
-    """
-    classifier_weight = state["classifier.6.weight"].float()
-    classifier_bias = state["classifier.6.bias"].float()
-    weight = torch.zeros(len(label_set), classifier_weight.shape[1])
-    bias = torch.zeros(len(label_set))
-    mapped = torch.zeros(len(label_set), dtype=torch.bool)
-    for c in label_set.classes:
-        if c.imagenet_ids:
-            ids = list(c.imagenet_ids)
-            weight[c.id] = classifier_weight[ids].mean(dim=0)
-            bias[c.id] = classifier_bias[ids].mean()
-            mapped[c.id] = True
-    return weight, bias, mapped
 
 
 def _read_state_dict(source: str | os.PathLike[str] | Mapping[str, torch.Tensor]) -> Mapping[str, torch.Tensor]:

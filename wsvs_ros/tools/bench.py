@@ -1,6 +1,6 @@
 """`wsvs bench`: per-stage latency of the whole frame path on a synthetic moving scene (no data, no model file).
 
-Timings do not depend on the weights, so the network is freshly initialised at the requested width.
+Timings do not depend on the weights, so the network is freshly initialised at the requested backbone and width.
 """
 
 from __future__ import annotations
@@ -31,6 +31,7 @@ class BenchConfig:
     warmup: int = 3
     input_size: tuple[int, int] = (512, 256)
     camera_size: tuple[int, int] = (1024, 512)
+    backbone: str = "vgg16"
     width: float = 1.0
     output_stride: int = 32
     backend: str = "torch"
@@ -81,7 +82,7 @@ def run_bench(cfg: BenchConfig, *, progress: bool = True) -> dict[str, Any]:
     spec = ModelSpec(
         DRIVE.name, DRIVE.names, input_width=cfg.input_size[0], input_height=cfg.input_size[1],
         flow_length=cfg.flow_length, flow_method=cfg.flow, flow_params=cfg.flow_params, width=cfg.width,
-        output_stride=cfg.output_stride,
+        output_stride=cfg.output_stride, backbone=cfg.backbone,
     )  # fmt: skip
     torch.manual_seed(0)
     model = build_model(spec)
@@ -127,6 +128,7 @@ def run_bench(cfg: BenchConfig, *, progress: bool = True) -> dict[str, Any]:
         "flow": cfg.flow,
         "flow_params": cfg.flow_params,
         "cuda_graph": graphed,
+        "backbone": cfg.backbone,
         "width": cfg.width,
         "output_stride": cfg.output_stride,
         "crf_iterations": cfg.crf_iterations,
@@ -145,7 +147,7 @@ def run_bench(cfg: BenchConfig, *, progress: bool = True) -> dict[str, Any]:
 def format_report(r: dict[str, Any]) -> str:
     lines = [
         f"wsvs bench: {r['frames']} frames (after warm-up), camera {r['camera_size']} -> input {r['input_size']}, "
-        f"L={r['flow_length']}, width {r['width']}, output stride {r['output_stride']} "
+        f"L={r['flow_length']}, {r['backbone']} width {r['width']}, output stride {r['output_stride']} "
         f"({r['params'] / 1e6:.1f} M params), CRF iterations {r['crf_iterations']}",
         f"  {r['backend']} {r['precision']} on {r['device']} ({r['device_name']}), flow: {r['flow']} {r['flow_params']}"
         f"{' (CUDA graph)' if r['cuda_graph'] else ''}, "

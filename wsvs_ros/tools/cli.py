@@ -12,7 +12,7 @@ from types import FrameType
 
 from wsvs_ros.messages.conversions import DEFAULT_MAX_IMAGE_PIXELS
 from wsvs_ros.messages.outputs import DEFAULT_MASK_CLASSES, DEFAULT_MAX_GAP_S
-from wsvs_ros.spec import OUTPUT_STRIDES
+from wsvs_ros.spec import BACKBONES, OUTPUT_STRIDES
 
 # Where a replay's output is when it is stopped: never half-written (see wsvs_ros.tools.replay).
 _STOPPED_OUTPUT = "nothing was written to --out (a replay's output appears only once complete)"
@@ -79,7 +79,7 @@ def _cmd_bench(args: argparse.Namespace) -> int:
     cfg = BenchConfig(
         frames=args.frames, warmup=args.warmup, input_size=args.input_size, camera_size=args.camera_size,
         width=args.width, output_stride=args.output_stride, backend=args.backend, device=args.device,
-        precision=args.precision, flow=args.flow,
+        precision=args.precision, flow=args.flow, backbone=args.backbone,
         flow_params=args.flow_params, flow_length=args.flow_length, cuda_graph=not args.no_cuda_graph,
         crf_iterations=args.crf_iterations,
     )  # fmt: skip
@@ -165,6 +165,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--warmup", type=int, default=3, help="frames pushed first and left out of the figures")
     p.add_argument("--input-size", type=_size, default=(512, 256), help="network input WxH (default 512x256)")
     p.add_argument("--camera-size", type=_size, default=(1024, 512), help="camera frame WxH (default 1024x512)")
+    p.add_argument("--backbone", choices=BACKBONES, default="vgg16", help="the streams' architecture")
     p.add_argument("--width", type=_positive_float, default=1.0, help="channel width multiplier (1.0 = VGG-16)")
     p.add_argument(
         "--output-stride", type=int, choices=OUTPUT_STRIDES, default=32, help="32: the paper's net; 16, 8: FCN skips"
