@@ -68,3 +68,9 @@ def test_errors_are_one_line_and_exit_2(tmp_path: Path, capsys: pytest.CaptureFi
     with pytest.raises(SystemExit):
         main(["bench", "--input-size", "512by256"])
     assert "WIDTHxHEIGHT" in capsys.readouterr().err
+
+
+def test_bench_compile_with_the_opencv_flow_is_refused_in_one_line(capsys: pytest.CaptureFixture[str]) -> None:
+    args = ["bench", "--flow", "opencv", "--compile", "--width", "0.0625", "--input-size", "128x64", "--frames", "1"]
+    assert main(args) == 2
+    assert "wsvs bench: error: compile applies to the 'torch' flow backend only" in capsys.readouterr().err

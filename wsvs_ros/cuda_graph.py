@@ -4,6 +4,9 @@ TorchFlow runs a fixed schedule of small element-wise kernels (pyramid levels x 
 about a hundred layers. Eagerly each kernel is a Python-side launch of tens of microseconds, so at batch 1 both are
 bound by launch overhead, not by the GPU (measured on an H100: 1024x512 flow 198 ms eager, 26 ms replayed). Both have
 fixed shapes and never read values on the host, so each is captured once per input shape and replayed.
+
+A `TorchFlow(compile=True)` composes with it: the warm-up calls before the capture build its graph (and any
+recompilation), and the capture records its fused kernels instead of the eager ones.
 """
 
 from __future__ import annotations

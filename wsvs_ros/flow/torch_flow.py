@@ -19,19 +19,30 @@ data-dependent Python branches), so one call can be captured in a CUDA graph and
 of small kernels rather than in arithmetic: with the defaults a 512x256 flow launches about 9,000 of them, which took
 18 ms replayed as a CUDA graph on an H100 (26 ms at 1024x512) and about 170 ms launched eagerly; one CPU core takes
 about 0.25 s at 512x256.
+
+`TorchFlow(compile=True)` runs each warp (linearisation, iterations, median filter) as one graph compiled by
+`torch.compile`, which fuses each iteration's 16 element-wise ops into about four loops (CPU) or kernels (CUDA);
+the pyramid between the warps stays eager. On a CPU it is no faster than eager (docs/benchmarks.md); it is meant
+for CUDA, where each eager op is a kernel launch.
 """
 
 from __future__ import annotations
 
 import contextlib
+import logging
 import math
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 
 from wsvs_ros.flow.warp import backward_warp, inside_mask
+
+WarpStep = Callable[..., tuple[torch.Tensor, torch.Tensor]]
+
+log = logging.getLogger(__name__)
 
 # ITU-R BT.601 luma weights, the ones OpenCV's RGB2GRAY uses, so both backends see the same grey image.
 LUMA_WEIGHTS = (0.299, 0.587, 0.114)
@@ -70,6 +81,12 @@ class TorchFlow:
         median_filter: apply a 3x3 median to the flow after each warp, removing outliers (Wedel et al.).
         texture_sigma: level pixels; the standard deviation of the Gaussian whose output (the structure) is mostly
             subtracted from each level before matching. 0 matches raw brightness.
+        compile: run each warp (linearisation, iterations, median) as code fused by `torch.compile` (inductor: C++
+            loops on a CPU, Triton kernels on CUDA) instead of op by op. How the flow runs, not what it computes, so
+            it is not among `params`. The graph is built on the first call (minutes on a small CPU), with dynamic
+            shapes so every pyramid level and camera size shares it; `compilations` counts the graphs built and
+            `compile_seconds` their time. Where compilation fails (no C++ compiler, a PyTorch without Triton such
+            as some Jetson builds) the flow logs why once, sets `compile_error` and runs eagerly.
     Raises:
         ValueError: if a parameter is out of range (the message names it).
     """
@@ -86,6 +103,7 @@ class TorchFlow:
         theta: float = 0.6,
         median_filter: bool = True,
         texture_sigma: float = 3.0,
+        compile: bool = False,
     ) -> None:
         if not 0.0 < scale_factor < 1.0:
             raise ValueError(f"scale_factor must be in (0, 1), got {scale_factor!r}")
@@ -111,6 +129,10 @@ class TorchFlow:
         self.theta = float(theta)
         self.median_filter = bool(median_filter)
         self.texture_sigma = float(texture_sigma)
+        self.compile = bool(compile)
+        self.compilations = 0
+        self.compile_seconds = 0.0
+        self.compile_error: str | None = None
 
     @property
     def params(self) -> dict[str, Any]:
@@ -159,6 +181,40 @@ class TorchFlow:
         return self._flow(prev, cur)
 
     def _flow(self, prev: torch.Tensor, cur: torch.Tensor) -> torch.Tensor:
+        if not self.compile or self.compile_error is not None:
+            return self._pyramid(prev, cur, tvl1_warp)
+        if prev.device.type == "cuda" and not _has_triton():
+            self._fall_back("this PyTorch has no Triton to compile CUDA kernels with (e.g. a Jetson build)")
+            return self._pyramid(prev, cur, tvl1_warp)
+        built, start = _built, time.perf_counter()
+        try:
+            step = _compiled_warp()
+        except RuntimeError as e:  # torch.compile refuses outright, e.g. on a Python version dynamo does not support
+            self._fall_back(f"{type(e).__name__}: {e}")
+            return self._pyramid(prev, cur, tvl1_warp)
+        try:
+            flow = self._pyramid(prev, cur, step)
+        except torch._dynamo.exc.TorchDynamoException as e:  # the compiler's failures, not the flow's
+            cause = getattr(e, "inner_exception", None) or e  # a backend failure wraps the compiler's error
+            self._fall_back(f"{type(cause).__name__}: {next(iter(str(cause).strip().splitlines()), '')}")
+            return self._pyramid(prev, cur, tvl1_warp)
+        if new := _built - built:
+            seconds = time.perf_counter() - start  # the first call's time is all but the compilation's
+            first = self.compilations == 0
+            self.compilations += new
+            self.compile_seconds += seconds
+            (log.info if first else log.warning)(
+                "TorchFlow: %s the TV-L1 warp step for %s %s on %s in %.1f s (%d graph(s) so far)",
+                "compiled" if first else "recompiled", "x".join(map(str, prev.shape)), prev.dtype, prev.device,
+                seconds, self.compilations,
+            )  # fmt: skip
+        return flow
+
+    def _fall_back(self, reason: str) -> None:
+        self.compile_error = reason
+        log.warning("TorchFlow: torch.compile unavailable, running eagerly: %s", reason)
+
+    def _pyramid(self, prev: torch.Tensor, cur: torch.Tensor, warp_step: WarpStep) -> torch.Tensor:
         dtype = torch.float64 if prev.dtype == torch.float64 else torch.float32
         # Both frames go through the pyramid together as the two channels of one (B, 2, H, W) tensor.
         grey = torch.cat((luminance(prev.to(dtype)), luminance(cur.to(dtype))), dim=1)
@@ -180,6 +236,7 @@ class TorchFlow:
                 tau=self.tau,
                 theta=self.theta,
                 median_filter=self.median_filter,
+                warp_step=warp_step,
             )
         return flow.float()
 
@@ -195,6 +252,7 @@ def tvl1_level(
     tau: float,
     theta: float,
     median_filter: bool,
+    warp_step: WarpStep | None = None,
 ) -> torch.Tensor:
     """Refine a flow on one pyramid level: `warps` linearisations, `iterations` primal-dual steps each.
 
@@ -203,47 +261,172 @@ def tvl1_level(
     Args:
         i0, i1: (B, 1, h, w) grey (or texture) images of this level.
         flow: (B, 2, h, w) initial flow i0 -> i1 in this level's pixels.
+        warp_step: runs one warp; `tvl1_warp` (the default) or a compiled version of it.
     Returns:
         (B, 2, h, w) refined flow.
     """
+    step = tvl1_warp if warp_step is None else warp_step
+    b, _, h, w = flow.shape
+    # Dual variables p_1, p_2 of the two flow components, zero at the start of each level as in the IPOL
+    # implementation; see `tvl1_warp` for the layout.
+    dual = flow.new_zeros((b, 2, 2, h + 1, w + 1))
+    i1_and_gradient = torch.cat((i1, _centered_gradient(i1)), dim=1)
+    u = flow
+    for _ in range(warps):
+        u, dual = step(
+            i0, i1_and_gradient, u, dual, iterations=iterations, lam=lam, tau=tau, theta=theta,
+            median_filter=median_filter,
+        )  # fmt: skip
+    return u
+
+
+def tvl1_warp(
+    i0: torch.Tensor,
+    i1_and_gradient: torch.Tensor,
+    u: torch.Tensor,
+    dual: torch.Tensor,
+    *,
+    iterations: int,
+    lam: float,
+    tau: float,
+    theta: float,
+    median_filter: bool,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """One warp of `tvl1_level`: linearise the data term around `u`, run `iterations` primal-dual steps, filter.
+
+    Written for eager execution and CUDA-graph capture: the iterations update preallocated buffers in place, which
+    launches the fewest kernels. `tvl1_warp_functional` is the same computation for `torch.compile`.
+
+    Args:
+        i0: (B, 1, h, w) first image of the level.
+        i1_and_gradient: (B, 3, h, w) second image and its central-difference gradient (x, y).
+        u: (B, 2, h, w) flow to linearise around.
+        dual: (B, 2, 2, h + 1, w + 1) dual variables of the two flow components (x parts in [:, 0], y parts in
+            [:, 1]) inside a buffer with one extra leading zero row and column, so that the backward differences of
+            the divergence are plain differences of two views. Updated in place and returned.
+    Returns:
+        (u, dual) after the warp.
+    """
     lt = lam * theta
     step = tau / theta
-    u = flow
-    b, _, h, w = u.shape
-    # Dual variables p_1, p_2 of the two flow components: x parts in [:, 0], y parts in [:, 1], zero at the start
-    # of each level as in the IPOL implementation. They live inside a buffer with one extra leading zero row and
-    # column so that the backward differences of the divergence are plain differences of two views.
-    dual = u.new_zeros((b, 2, 2, h + 1, w + 1))
     p = dual[..., 1:, 1:]
     px, px_left = dual[:, 0, :, 1:, 1:], dual[:, 0, :, 1:, :-1]
     py, py_up = dual[:, 1, :, 1:, 1:], dual[:, 1, :, :-1, 1:]
-    grad_u = u.new_zeros((b, 2, 2, h, w))
+    grad_u = u.new_zeros(p.shape)
     div_p = torch.empty_like(u)
     ones = torch.ones_like(u)
-    i1_and_gradient = torch.cat((i1, _centered_gradient(i1)), dim=1)
-    for _ in range(warps):
-        warped = backward_warp(i1_and_gradient, u)
-        # Samples that left the image have no data term: the TV term fills the flow in from the neighbours.
-        inside = inside_mask(u).to(u.dtype)
-        grad = warped[:, 1:] * inside  # ∇I1(x + u0), (B, 2, h, w)
-        inv_grad_sq = (grad * grad).sum(dim=1, keepdim=True).clamp_min(_GRADIENT_FLOOR).reciprocal()
-        # ρ(u) / |∇I1|^2 = a + g·u, precomputed once per warp for the data step.
-        a = (warped[:, :1] - i0 - (grad * u).sum(dim=1, keepdim=True)) * inside * inv_grad_sq
-        g = grad * inv_grad_sq
-        for _ in range(iterations):
-            # Data step (the three cases of the thresholding in one clamp).
-            t = torch.addcmul(a, g[:, :1], u[:, :1]).addcmul_(g[:, 1:], u[:, 1:]).clamp_(-lt, lt)
-            u = torch.addcmul(u, grad, t, value=-1.0)
-            # Primal step, with the backward-difference divergence.
-            torch.sub(px, px_left, out=div_p).add_(py).sub_(py_up)
-            u.add_(div_p, alpha=theta)
-            # Dual step.
-            _forward_gradient(u, out=grad_u)
-            norm = torch.mul(grad_u[:, 0], grad_u[:, 0]).addcmul_(grad_u[:, 1], grad_u[:, 1]).sqrt_()
-            p.add_(grad_u, alpha=step).div_(torch.add(ones, norm, alpha=step).unsqueeze(1))
-        if median_filter:
-            u = _median3x3(u)
-    return u
+    grad, a, g = _linearise(i0, i1_and_gradient, u)
+    for _ in range(iterations):
+        # Data step (the three cases of the thresholding in one clamp).
+        t = torch.addcmul(a, g[:, :1], u[:, :1]).addcmul_(g[:, 1:], u[:, 1:]).clamp_(-lt, lt)
+        u = torch.addcmul(u, grad, t, value=-1.0)
+        # Primal step, with the backward-difference divergence.
+        torch.sub(px, px_left, out=div_p).add_(py).sub_(py_up)
+        u.add_(div_p, alpha=theta)
+        # Dual step.
+        _forward_gradient(u, out=grad_u)
+        norm = torch.mul(grad_u[:, 0], grad_u[:, 0]).addcmul_(grad_u[:, 1], grad_u[:, 1]).sqrt_()
+        p.add_(grad_u, alpha=step).div_(torch.add(ones, norm, alpha=step).unsqueeze(1))
+    if median_filter:
+        u = _median3x3(u)
+    return u, dual
+
+
+def tvl1_warp_functional(
+    i0: torch.Tensor,
+    i1_and_gradient: torch.Tensor,
+    u: torch.Tensor,
+    dual: torch.Tensor,
+    *,
+    iterations: int,
+    lam: float,
+    tau: float,
+    theta: float,
+    median_filter: bool,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """`tvl1_warp` without in-place writes, the form `torch.compile` traces into one graph; same arguments.
+
+    TorchDynamo cannot trace `out=` into a strided view, and inductor turns writes into views of the dual buffer
+    into masked scatters that ran 3x slower than eager on a CPU; built from pads and new tensors, each iteration's
+    16 ops fuse into about four loops (kernels on CUDA). Run eagerly this form is up to 2x slower than
+    `tvl1_warp`, which is why both exist; test/test_flow_compile.py checks that they agree.
+    """
+    lt = lam * theta
+    step = tau / theta
+    p = dual[..., 1:, 1:]  # (B, 2, 2, h, w)
+    grad, a, g = _linearise(i0, i1_and_gradient, u)
+    for _ in range(iterations):
+        t = (a + g[:, :1] * u[:, :1] + g[:, 1:] * u[:, 1:]).clamp(-lt, lt)
+        u = u - grad * t
+        # Zero-padding p in front gives the backward differences p(x) - p(x - 1) the zero boundary of the buffer.
+        padded = F.pad(p, (1, 0, 1, 0))
+        div_p = padded[:, 0, :, 1:, 1:] - padded[:, 0, :, 1:, :-1] + padded[:, 1, :, 1:, 1:] - padded[:, 1, :, :-1, 1:]
+        u = u + theta * div_p
+        # Forward differences, zero on the last column (x) and row (y) as in `_forward_gradient`. Zero padding
+        # (a masked load) keeps inductor's loop vectorised; replicate padding made it a scalar gather.
+        grad_u = torch.stack(
+            (F.pad(u[..., 1:] - u[..., :-1], (0, 1)), F.pad(u[..., 1:, :] - u[..., :-1, :], (0, 0, 0, 1))), dim=1
+        )
+        norm = (grad_u[:, 0] * grad_u[:, 0] + grad_u[:, 1] * grad_u[:, 1]).sqrt()
+        p = (p + step * grad_u) / (1 + step * norm).unsqueeze(1)
+    if median_filter:
+        u = _median3x3(u)
+    return u, F.pad(p, (1, 0, 1, 0))
+
+
+def _linearise(
+    i0: torch.Tensor, i1_and_gradient: torch.Tensor, u: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The data term linearised around `u`: ∇I1(x + u), and a, g with ρ(u') / |∇I1|^2 = a + g·u'.
+
+    Args: see `tvl1_warp`. Returns: grad (B, 2, h, w), a (B, 1, h, w), g (B, 2, h, w).
+    """
+    warped = backward_warp(i1_and_gradient, u)
+    # Samples that left the image have no data term: the TV term fills the flow in from the neighbours.
+    inside = inside_mask(u).to(u.dtype)
+    grad = warped[:, 1:] * inside
+    inv_grad_sq = (grad * grad).sum(dim=1, keepdim=True).clamp_min(_GRADIENT_FLOOR).reciprocal()
+    a = (warped[:, :1] - i0 - (grad * u).sum(dim=1, keepdim=True)) * inside * inv_grad_sq
+    return grad, a, grad * inv_grad_sq
+
+
+_compiled: WarpStep | None = None
+_built = 0
+
+
+def _compiled_warp() -> WarpStep:
+    """`tvl1_warp_functional` compiled once per process (every `TorchFlow` shares its graphs), sizes dynamic."""
+    global _compiled
+    if _compiled is None:
+
+        def counting_inductor(gm: torch.fx.GraphModule, example_inputs: list[torch.Tensor]) -> Callable[..., Any]:
+            global _built
+            _built += 1  # one call per graph built: the first compilation and every recompilation
+            return torch._dynamo.lookup_backend("inductor")(gm, example_inputs)
+
+        # mode="reduce-overhead" is not used: on CUDA `CudaGraphed` already replays the whole frame (flow and
+        # encoding) as one graph; a compiled region's own graphs would nest inside that capture.
+        _compiled = torch.compile(tvl1_warp_functional, fullgraph=True, backend=counting_inductor)
+    compiled = _compiled
+
+    def step(
+        i0: torch.Tensor, i1_and_gradient: torch.Tensor, u: torch.Tensor, dual: torch.Tensor, **kwargs: Any
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        # Height and width are symbols of the graph, so one graph serves the whole pyramid and any camera size: a
+        # static graph per level would cost one compilation per level and pass dynamo's limit of 8 recompilations
+        # at the second camera size. Only the sizes: dynamic=True would also make lam, tau and theta symbols, which
+        # inductor specialises again, restarting the compilation.
+        for x in (i0, i1_and_gradient, u, dual):
+            torch._dynamo.maybe_mark_dynamic(x, [x.dim() - 2, x.dim() - 1])
+        return compiled(i0, i1_and_gradient, u, dual, **kwargs)
+
+    return step
+
+
+def _has_triton() -> bool:
+    from torch.utils._triton import has_triton
+
+    return has_triton()
 
 
 @contextlib.contextmanager

@@ -42,6 +42,7 @@ class BenchConfig:
     flow_length: int = 10
     cuda_graph: bool = True  # replay the torch flow and the torch network as CUDA graphs on CUDA devices
     crf_iterations: int = 0  # dense-CRF post-processing (`Segmenter`), 0 = off
+    flow_compile: bool = False  # TorchFlow(compile=True): each warp fused by torch.compile, built in warm-up
 
 
 def moving_scene(frames: int, size: tuple[int, int], *, seed: int = 0) -> list[bytes]:
@@ -101,10 +102,13 @@ def run_bench(cfg: BenchConfig, *, progress: bool = True) -> dict[str, Any]:
         else:
             raise ValueError(f"unknown backend {cfg.backend!r} (torch, onnxruntime)")
         graphed = cfg.cuda_graph and device.type == "cuda" and cfg.flow == "torch"
-        seg = Segmenter(engine, spec, flow=make_flow(spec), cuda_graph=graphed, crf_iterations=cfg.crf_iterations)
+        flow = make_flow(spec, compile=cfg.flow_compile)
+        seg = Segmenter(engine, spec, flow=flow, cuda_graph=graphed, crf_iterations=cfg.crf_iterations)
         if device.type == "cuda":
             torch.cuda.reset_peak_memory_stats(device)
-        seg.warm_up()
+        start = time.perf_counter()
+        seg.warm_up()  # builds the compiled flow's graph, if any
+        warm_up_s = time.perf_counter() - start
         jpegs = moving_scene(cfg.warmup + cfg.frames, cfg.camera_size)
         rows: list[dict[str, float]] = []
         for i, jpeg in enumerate(tqdm(jpegs, desc="bench", unit="frame", disable=not progress)):
@@ -129,6 +133,12 @@ def run_bench(cfg: BenchConfig, *, progress: bool = True) -> dict[str, Any]:
         "flow_params": cfg.flow_params,
         "cuda_graph": graphed,
         "backbone": cfg.backbone,
+        "warm_up_s": warm_up_s,
+        # What the compiled flow did: graphs built (1 expected, all in warm-up), their seconds, why it fell back.
+        "flow_compile": cfg.flow_compile,
+        "flow_compilations": getattr(flow, "compilations", 0),
+        "flow_compile_s": getattr(flow, "compile_seconds", 0.0),
+        "flow_compile_error": getattr(flow, "compile_error", None),
         "width": cfg.width,
         "output_stride": cfg.output_stride,
         "crf_iterations": cfg.crf_iterations,
@@ -150,8 +160,8 @@ def format_report(r: dict[str, Any]) -> str:
         f"L={r['flow_length']}, {r['backbone']} width {r['width']}, output stride {r['output_stride']} "
         f"({r['params'] / 1e6:.1f} M params), CRF iterations {r['crf_iterations']}",
         f"  {r['backend']} {r['precision']} on {r['device']} ({r['device_name']}), flow: {r['flow']} {r['flow_params']}"
-        f"{' (CUDA graph)' if r['cuda_graph'] else ''}, "
-        f"flows computed: {r['flows_computed']} for {r['frames_pushed']} frames",
+        f"{' (CUDA graph)' if r['cuda_graph'] else ''}{_compile_note(r)}, "
+        f"flows computed: {r['flows_computed']} for {r['frames_pushed']} frames, warm-up {r['warm_up_s']:.1f} s",
         f"  {'stage':<12}{'mean ms':>10}{'p50 ms':>10}{'p95 ms':>10}",
     ]
     for stage, s in r["stage_ms"].items():
@@ -160,3 +170,11 @@ def format_report(r: dict[str, Any]) -> str:
     if r["peak_gpu_mem_mb"] is not None:
         lines.append(f"  peak GPU memory {r['peak_gpu_mem_mb']:.0f} MiB")
     return "\n".join(lines)
+
+
+def _compile_note(r: dict[str, Any]) -> str:
+    if not r["flow_compile"]:
+        return ""
+    if r["flow_compile_error"]:
+        return f" (compile failed, eager: {r['flow_compile_error']})"
+    return f" (compiled: {r['flow_compilations']} graph(s) in {r['flow_compile_s']:.1f} s)"

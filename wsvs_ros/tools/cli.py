@@ -81,7 +81,7 @@ def _cmd_bench(args: argparse.Namespace) -> int:
         width=args.width, output_stride=args.output_stride, backend=args.backend, device=args.device,
         precision=args.precision, flow=args.flow, backbone=args.backbone,
         flow_params=args.flow_params, flow_length=args.flow_length, cuda_graph=not args.no_cuda_graph,
-        crf_iterations=args.crf_iterations,
+        crf_iterations=args.crf_iterations, flow_compile=args.compile,
     )  # fmt: skip
     report = run_bench(cfg, progress=not args.json)
     print(json.dumps(report) if args.json else format_report(report))
@@ -179,6 +179,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--flow-length", type=int, default=10, help="L, flows stacked per frame")
     p.add_argument("--no-cuda-graph", action="store_true", help="run flow and network eagerly on CUDA (for comparison)")
+    p.add_argument(
+        "--compile", action="store_true",
+        help="torch flow: fuse each warp with torch.compile (built during warm-up, minutes on a small CPU)",
+    )  # fmt: skip
     _add_crf_argument(p)
     p.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
     p.set_defaults(func=_cmd_bench)
