@@ -12,19 +12,21 @@ import numpy as np
 import pytest
 import torch
 from conftest import tiny_spec
-from weak_fixtures import write_during_first_save, write_tiny_drives
+from weak_fixtures import write_during_first_save, write_mp4, write_tiny_drives
 
 from wsvs_ros.engine import TorchEngine
 from wsvs_ros.flow import make_flow
 from wsvs_ros.labels import CAMVID, CITYSCAPES, DRIVE, VOID_ID
-from wsvs_ros.model.checkpoint import build_model
+from wsvs_ros.model.checkpoint import build_model, save_checkpoint
 from wsvs_ros.pipeline import Segmenter
 from wsvs_ros.spec import ModelSpec
 from wsvs_training import flow_snippets
 from wsvs_training.datasets.camvid import camvid_clips
 from wsvs_training.datasets.cityscapes import cityscapes_clips
-from wsvs_training.datasets.clips import load_label_map, write_tags_from_annotations
+from wsvs_training.datasets.clips import load_label_map, read_rgb, write_tags_from_annotations
+from wsvs_training.datasets.layouts import dataset_clips
 from wsvs_training.datasets.synth_drives import synth_clips
+from wsvs_training.datasets.video import video_clips
 from wsvs_training.flow_snippets import FlowCache, pair_flows, window_flows
 from wsvs_training.weak_dataset import WeakDataset
 
@@ -302,3 +304,128 @@ def test_wsvs_train_synth_wraps_the_generator(tmp_path: Path) -> None:
     args = ["synth", "--out", str(tmp_path), "--clips", "2", "--val-clips", "1", "--seed", "0", "--frames", "2"]
     assert main([*args, "--size", "32x16", "--iconic", "0"]) == 0
     assert [c.name for c in synth_clips(tmp_path, "val")] == ["synth_000001"]
+
+
+def _tags(path: Path, tags: list[str]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps({"tags": tags}))
+
+
+def test_video_file_frames_decode_in_order_as_written(tmp_path: Path) -> None:
+    written = _moving_frames(8, size=(64, 48))
+    for i, rgb in enumerate(written):  # a brightness step per frame, so a swapped or repeated frame shows
+        written[i] = np.clip(rgb.astype(int) // 2 + 12 * i, 0, 255).astype(np.uint8)
+    write_mp4(tmp_path / "train/my_drive.mp4", written)
+    _tags(tmp_path / "train/my_drive.tags.json", ["road", "Tree"])
+    [clip] = video_clips(tmp_path, "train", label_set=CAMVID, frames_cache=tmp_path / "frames")
+    assert clip.name == "my_drive" and clip.tags == {"road", "vegetation"}
+    assert len(clip.frames) == 8 and clip.targets == tuple(range(8)) and not clip.annotations
+    decoded = [read_rgb(p) for p in clip.frames]
+    for i, rgb in enumerate(decoded):
+        errors = [float(np.abs(rgb.astype(float) - w).mean()) for w in written]
+        assert errors[i] < 6, errors  # mp4v at its default quality
+        assert int(np.argmin(errors)) == i
+    direct = cv2.VideoCapture(str(tmp_path / "train/my_drive.mp4"))
+    np.testing.assert_array_equal(decoded[0], cv2.cvtColor(direct.read()[1], cv2.COLOR_BGR2RGB))  # RGB, lossless
+
+
+def test_video_frames_are_extracted_once(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    write_mp4(tmp_path / "train/a.mp4", _moving_frames(3))
+    _tags(tmp_path / "train/a.tags.json", ["road"])
+    [first] = video_clips(tmp_path, "train", label_set=DRIVE, frames_cache=tmp_path / "frames")
+    monkeypatch.setattr(cv2, "VideoCapture", None)  # a second decode would fail
+    [again] = video_clips(tmp_path, "train", label_set=DRIVE, frames_cache=tmp_path / "frames")
+    assert again.frames == first.frames
+    assert [p.name for p in (tmp_path / "frames").iterdir()] == [first.frames[0].parent.name]  # no partial folder
+
+
+def test_frame_folder_is_read_in_natural_order(tmp_path: Path) -> None:
+    written = _moving_frames(11)
+    for i, rgb in enumerate(written):
+        _png(tmp_path / f"train/drive/frame_{i}.png", cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
+    (tmp_path / "train/notes.txt").write_text("stills and notes are not clips")
+    _tags(tmp_path / "train/drive.tags.json", ["road", "car"])
+    [clip] = video_clips(tmp_path, "train", label_set=DRIVE, frames_cache=None)
+    assert [p.name for p in clip.frames][9:] == ["frame_9.png", "frame_10.png"]
+    for path, rgb in zip(clip.frames, written, strict=True):
+        np.testing.assert_array_equal(read_rgb(path), rgb)
+
+
+def test_tags_folder_keeps_tags_apart_from_read_only_footage(tmp_path: Path) -> None:
+    write_mp4(tmp_path / "footage/video/drive.mp4", _moving_frames(2))
+    _tags(tmp_path / "my_tags/drive.tags.json", ["sky"])
+    [clip] = dataset_clips(
+        "video", tmp_path / "footage", "video", spec=tiny_spec(), label_set=DRIVE, cache=tmp_path / "c",
+        tags_dir=tmp_path / "my_tags",
+    )  # fmt: skip
+    assert clip.tags == {"sky"} and clip.frames[0].is_relative_to(tmp_path / "c/frames")
+
+
+def test_missing_tags_file_names_where_to_write_it(tmp_path: Path) -> None:
+    write_mp4(tmp_path / "train/drive.mp4", _moving_frames(2))
+    with pytest.raises(FileNotFoundError, match=re.escape(f"no tags file {tmp_path / 'train/drive.tags.json'}")):
+        video_clips(tmp_path, "train", label_set=DRIVE, frames_cache=tmp_path / "c")
+
+
+@pytest.mark.parametrize(
+    ("content", "problem"),
+    [("road, car", "is not JSON"), ('["road"]', "must hold"), ('{"tag": ["road"]}', "must hold"),
+     ('{"tags": "road"}', "must hold")],
+)  # fmt: skip
+def test_malformed_tags_file_is_one_clear_error(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], content: str, problem: str
+) -> None:
+    from wsvs_training.cli import main
+
+    write_mp4(tmp_path / "train/drive.mp4", _moving_frames(2))
+    (tmp_path / "train/drive.tags.json").write_text(content)
+    with pytest.raises(ValueError, match=re.escape(f"tag file {tmp_path / 'train/drive.tags.json'} {problem}")):
+        video_clips(tmp_path, "train", label_set=DRIVE, frames_cache=tmp_path / "c")
+    checkpoint = tmp_path / "m.pt"
+    save_checkpoint(checkpoint, build_model(tiny_spec()), tiny_spec())
+    args = ["evaluate", str(checkpoint), "--dataset", "video", "--data", str(tmp_path), "--split", "train"]
+    assert main([*args, "--out", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and f"tag file {tmp_path / 'train/drive.tags.json'} {problem}" in err
+
+
+def test_unknown_class_in_a_tags_file_is_one_line_naming_the_file(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from wsvs_training.cli import main
+
+    _png(tmp_path / "val/drive/0.png", np.zeros((8, 8, 3), np.uint8))
+    _tags(tmp_path / "val/drive.tags.json", ["lava"])
+    checkpoint = tmp_path / "m.pt"
+    save_checkpoint(checkpoint, build_model(tiny_spec()), tiny_spec())
+    assert (
+        main(["evaluate", str(checkpoint), "--dataset", "video", "--data", str(tmp_path), "--out", str(tmp_path / "o")])
+        == 2
+    )
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "drive.tags.json: label set 'drive' has no class 'lava'" in err
+
+
+def test_label_maps_beside_the_frames_give_the_clips_tags(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """The cityscapes_aachen layout: seqNNNN/frames/*.jpg with network-made labelIds in seqNNNN/labels_net/."""
+    from wsvs_training.cli import main
+
+    label_ids = np.full((20, 50), 7, np.uint8)  # road
+    label_ids[:2] = 23  # sky: 100 of 1000 pixels
+    label_ids[19, 0] = 26  # one stray car pixel, as network-made maps scatter them
+    for i in range(3):
+        _png(tmp_path / f"data/seq/seq0000/frames/aachen_000000_{i:06d}_leftImg8bit.jpg", np.zeros((20, 50, 3)))
+        _png(tmp_path / f"data/seq/seq0000/labels_net/aachen_000000_{i:06d}_labelIds_net.png", label_ids)
+    [clip] = video_clips(tmp_path / "data", "seq", label_set=CITYSCAPES, frames_cache=None, require_tags=False)
+    assert len(clip.annotations) == 3 and clip.annotations[2].name == "aachen_000000_000002_labelIds_net.png"
+    assert load_label_map(clip, 0)[0, 0] == CITYSCAPES.by_name("sky").id
+    args = ["tags", "--dataset", "video", "--data", str(tmp_path / "data"), "--split", "seq", "--tags"]
+    assert main([*args, str(tmp_path / "all")]) == 0
+    assert main([*args, str(tmp_path / "some"), "--min-fraction", "0.01"]) == 0
+    assert f"wrote 1 tag files to {tmp_path / 'some'}" in capsys.readouterr().out
+    assert json.loads((tmp_path / "all/seq0000.tags.json").read_text())["tags"] == ["road", "sky", "car"]
+    assert json.loads((tmp_path / "some/seq0000.tags.json").read_text())["tags"] == ["road", "sky"]
+    [tagged] = video_clips(
+        tmp_path / "data", "seq", label_set=CITYSCAPES, frames_cache=None, tags_dir=tmp_path / "some"
+    )
+    assert tagged.tags == {"road", "sky"}

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import torch
 import yaml
-from weak_fixtures import write_tiny_drives
+from weak_fixtures import write_tiny_drives, write_video_layout
 
 from wsvs_ros.labels import DRIVE
 from wsvs_ros.model.checkpoint import build_model, load_checkpoint
@@ -30,6 +30,7 @@ from wsvs_training.train import (
     config_from_dict,
     disable_flow_stream,
     fit,
+    load_clips,
     load_config,
     train_step,
 )
@@ -69,6 +70,23 @@ def test_no_pixel_label_reaches_a_loss(drives: Path, tmp_path: Path) -> None:
         torch.testing.assert_close(a[key], b[key], rtol=0, atol=0)
     assert not torch.equal(a["appearance_head.score.weight"], build_model(load_checkpoint(first).spec).state_dict()[
         "appearance_head.score.weight"])  # fmt: skip
+
+
+def test_no_pixel_label_reaches_a_loss_from_video_files_or_frame_folders(drives: Path, tmp_path: Path) -> None:
+    video = write_video_layout(write_tiny_drives(tmp_path / "drives", clips=2, frames=5), tmp_path / "video")
+    config = tiny_config(drives, tmp_path / "a", data=str(video), dataset="video")
+    clips = load_clips(config, "train")  # extracts the mp4's frames into a/cache/frames
+    assert sorted(c.name for c in clips) == ["synth_000000", "synth_000000_mp4"]
+    assert [len(c.annotations) for c in clips if c.name == "synth_000000"] == [5]  # the loader does see them
+    first = fit(config, command="test", progress=False)
+    label_maps = list(video.rglob("labels_net/*.png"))
+    assert len({int(v) for m in label_maps for v in np.unique(cv2.imread(str(m), cv2.IMREAD_UNCHANGED))}) > 1
+    for m in label_maps:
+        cv2.imwrite(str(m), np.full((32, 64), 7, np.uint8))  # every map becomes all-road
+    second = fit(tiny_config(drives, tmp_path / "b", data=str(video), dataset="video"), command="test", progress=False)
+    a, b = _weights(first), _weights(second)
+    for key in a:
+        torch.testing.assert_close(a[key], b[key], rtol=0, atol=0)
 
 
 def test_fit_writes_checkpoint_log_and_curve(drives: Path, tmp_path: Path) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 from collections.abc import Callable
 from pathlib import Path
 from typing import TypeVar
@@ -57,3 +58,41 @@ def write_during_first_save(monkeypatch: pytest.MonkeyPatch, other_run: Callable
 
     monkeypatch.setattr(torch, "save", save_then_let_the_other_run_write)
     return results
+
+
+def write_video_layout(drives: Path, out: Path, split: str = "train") -> Path:
+    """The synthetic drives of `split` rewritten in the video layout: each clip once as a frame folder with its label
+    maps in `labels_net/` (their ids as they are) and once as an mp4 (`{clip}_mp4.mp4`), tags beside both."""
+    for tags in sorted((drives / "tags" / split).glob("*.json")):
+        name = tags.stem
+        frames = sorted((drives / "leftImg8bit_sequence" / split).glob(f"*/{name}_*_leftImg8bit.png"))
+        folder = out / split / name
+        (folder / "frames").mkdir(parents=True)
+        (folder / "labels_net").mkdir()
+        for frame in frames:
+            shutil.copy(frame, folder / "frames" / frame.name)
+            gt = (
+                drives
+                / "gtFine"
+                / split
+                / frame.parent.name
+                / frame.name.replace("_leftImg8bit", "_gtFine_labelTrainIds")
+            )
+            shutil.copy(gt, folder / "labels_net" / gt.name)
+        write_mp4(
+            out / split / f"{name}_mp4.mp4", [cv2.cvtColor(cv2.imread(str(f)), cv2.COLOR_BGR2RGB) for f in frames]
+        )
+        for clip in (name, f"{name}_mp4"):
+            shutil.copy(tags, out / split / f"{clip}.tags.json")
+    return out
+
+
+def write_mp4(path: Path, frames: list[np.ndarray], fps: float = 25.0) -> None:
+    """RGB uint8 frames (all one size, even sides) as an MPEG-4 Part 2 video (OpenCV's built-in `mp4v` encoder)."""
+    h, w = frames[0].shape[:2]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), fps, (w, h))
+    assert writer.isOpened(), f"OpenCV cannot write mp4v to {path}"
+    for rgb in frames:
+        writer.write(cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
+    writer.release()

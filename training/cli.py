@@ -41,15 +41,24 @@ def _cmd_tags(args: argparse.Namespace, command: str) -> int:
     from wsvs_ros.spec import ModelSpec
     from wsvs_training.datasets.clips import write_tags_from_annotations
     from wsvs_training.datasets.layouts import dataset_clips
+    from wsvs_training.datasets.video import write_video_tags
 
-    # The annotations decode to the dataset's own class ids, and its label set bears the dataset's name.
-    labels = get_label_set(args.dataset)
+    # The annotations decode to the dataset's own class ids, and its label set bears the dataset's name; the video
+    # layout's label maps (labels_net/) are Cityscapes labelIds.
+    labels = get_label_set("cityscapes" if args.dataset == "video" else args.dataset)
     # A clip's tags come from its annotated frame alone; the flow window (L, alignment) only decides which neighbouring
     # CamVid frames the clip lists, so the spec's defaults serve whatever model is trained later.
     spec = ModelSpec(labels.name, labels.names)
-    clips = dataset_clips(args.dataset, args.data, args.split, spec=spec, label_set=labels, require_tags=False)
-    write_tags_from_annotations(args.data, args.split, clips, labels)
-    print(f"wrote {len(clips)} tag files to {args.data / 'tags' / args.split}")
+    clips = dataset_clips(
+        args.dataset, args.data, args.split, spec=spec, label_set=labels, require_tags=False, tags_dir=args.tags
+    )
+    if args.dataset == "video":
+        out = args.tags or args.data / args.split
+        write_video_tags(out, clips, labels, min_fraction=args.min_fraction)
+    else:
+        out = args.data / "tags" / args.split
+        write_tags_from_annotations(args.data, args.split, clips, labels, min_fraction=args.min_fraction)
+    print(f"wrote {len(clips)} tag files to {out}")
     return 0
 
 
@@ -89,8 +98,11 @@ def _cmd_evaluate(args: argparse.Namespace, command: str) -> int:
 
     torch.set_num_threads(args.threads)
     spec = load_checkpoint(args.checkpoint).spec
-    clips = dataset_clips(args.dataset, args.data, args.split, spec=spec, label_set=get_label_set(spec.label_set))
     cache = args.cache or Path(args.out) / "cache"
+    labels = get_label_set(spec.label_set)
+    clips = dataset_clips(
+        args.dataset, args.data, args.split, spec=spec, label_set=labels, cache=cache, tags_dir=args.tags
+    )
     metrics = evaluate_checkpoint(args.checkpoint, clips, out=args.out, cache_dir=cache, crf=args.crf)
     summary = {k: metrics[k] for k in ("miou", "mean_class_acc", "global_acc", "frames")}
     print(json.dumps({**summary, "per_class_iou": metrics["per_class_iou"]}, indent=2))
@@ -178,10 +190,24 @@ def build_parser() -> argparse.ArgumentParser:
         "synth", help="write synthetic drives (arguments of `python -m wsvs_training.synth`)", add_help=False
     )
 
-    p = sub.add_parser("tags", help="derive the video-level tags of Cityscapes / CamVid clips from their annotations")
-    p.add_argument("--dataset", required=True, choices=("cityscapes", "camvid"))
-    p.add_argument("--data", required=True, type=Path, help="dataset root; writes DATA/tags/SPLIT/{clip}.json")
+    p = sub.add_parser("tags", help="derive the video-level tags of clips from their annotations / label maps")
+    p.add_argument("--dataset", required=True, choices=("cityscapes", "camvid", "video"))
+    p.add_argument(
+        "--data",
+        required=True,
+        type=Path,
+        help="dataset root; writes DATA/tags/SPLIT/{clip}.json (video: DATA/SPLIT/{clip}.tags.json)",
+    )
     p.add_argument("--split", required=True)
+    p.add_argument("--tags", type=Path, help="video: write the {clip}.tags.json files here instead (read-only data)")
+    p.add_argument(
+        "--min-fraction",
+        type=float,
+        default=0.0,
+        metavar="F",
+        help="tag a class only where it covers at least this fraction of a clip's labelled pixels (default 0; "
+        "network-made label maps such as labels_net/: 1e-4 drops their stray pixels)",
+    )
 
     p = sub.add_parser("classifiers", help="train the one-vs-all heatmap classifiers on iconic images")
     p.add_argument("--iconic", required=True, type=Path, help="folder with one sub-folder of images per class")
@@ -206,10 +232,11 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("evaluate", help="mIoU and friends of a checkpoint on annotated frames")
     p.add_argument("checkpoint", type=Path)
     p.add_argument("--data", required=True, type=Path)
-    p.add_argument("--dataset", choices=("synth", "cityscapes", "camvid"), default="synth")
+    p.add_argument("--dataset", choices=("synth", "cityscapes", "camvid", "video"), default="synth")
     p.add_argument("--split", default="val")
     p.add_argument("--out", required=True, type=Path)
-    p.add_argument("--cache", type=Path, help="flow cache folder (default OUT/cache)")
+    p.add_argument("--cache", type=Path, help="flow (and video frames) cache folder (default OUT/cache)")
+    p.add_argument("--tags", type=Path, help="video: folder of the {clip}.tags.json files (default beside the clips)")
     p.add_argument("--crf", action="store_true", help="refine with a dense CRF before scoring (paper 4.2)")
     p.add_argument("--threads", type=int, default=2)
 
@@ -252,8 +279,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     }
     try:
         return handlers[args.command](args, _command(argv))
-    except (ValueError, OSError) as e:  # a config, dataset or file problem: the message names it and the fix
-        print(f"wsvs-train {args.command}: error: {e}", file=sys.stderr)
+    except (ValueError, OSError, KeyError) as e:  # a config, dataset or file problem: the message names it and the fix
+        message = e.args[0] if isinstance(e, KeyError) and e.args else e  # str(KeyError) would quote it
+        print(f"wsvs-train {args.command}: error: {message}", file=sys.stderr)
         return 2
 
 

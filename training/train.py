@@ -103,7 +103,8 @@ class TrainConfig:
     """Everything a training run reads; made once from YAML by `load_config`.
 
     Attributes:
-        data: dataset root; dataset: its layout ("synth", "cityscapes", "camvid"); split: the training split.
+        data: dataset root; dataset: its layout ("synth", "cityscapes", "camvid", "video"); split: the training split.
+        tags: the video layout's folder of `{clip}.tags.json` files (None: beside the clips, in data/split).
         out: run folder (checkpoints, CSV log, loss curve); cache: flow and heatmap cache (default out/../cache).
         label_set, input_width, input_height, flow_length, window, flow_method, flow_params, width: the ModelSpec.
         backbone: the streams' architecture (`wsvs_ros.spec.BACKBONES`). "vgg16" (the paper's) starts from
@@ -136,6 +137,7 @@ class TrainConfig:
     dataset: str = "synth"
     split: str = "train"
     cache: str | None = None
+    tags: str | None = None
     label_set: str = "drive"
     input_width: int = 256
     input_height: int = 128
@@ -176,6 +178,8 @@ class TrainConfig:
     def __post_init__(self) -> None:
         if self.dataset not in DATASETS:
             raise ValueError(f"dataset={self.dataset!r}: use one of {DATASETS}")
+        if self.tags is not None and self.dataset != "video":
+            raise ValueError(f"tags={self.tags!r} is read by dataset video only; {self.dataset} reads DATA/tags/SPLIT/")
         if self.optimizer not in OPTIMISERS:
             raise ValueError(f"optimizer={self.optimizer!r}: use one of {sorted(OPTIMISERS)}")
         if self.backbone not in BACKBONES:
@@ -362,7 +366,15 @@ def _yaml_problem(e: yaml.YAMLError) -> str:
 
 def load_clips(config: TrainConfig, split: str) -> list[Clip]:
     """The clips of a split in the config's dataset layout."""
-    return dataset_clips(config.dataset, config.data, split, spec=config.model_spec(), label_set=config.labels)
+    return dataset_clips(
+        config.dataset,
+        config.data,
+        split,
+        spec=config.model_spec(),
+        label_set=config.labels,
+        cache=config.cache_dir,
+        tags_dir=config.tags,
+    )
 
 
 def disable_flow_stream(model: TwoStreamNet) -> None:

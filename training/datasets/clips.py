@@ -4,7 +4,9 @@ only evaluation reads.
 Tags are video-level: `tags/{split}/{clip}.json` holding `{"tags": [class names]}` (one file per clip). The synthetic
 generator writes them; for Cityscapes and CamVid they are derived once from the annotations (image-level labels
 only) by `wsvs-train tags --dataset cityscapes|camvid --data ROOT --split SPLIT`, which loads the clips with
-`require_tags=False` (no tags yet) and calls `write_tags_from_annotations`. A clip's `annotations` are the paths of
+`require_tags=False` (no tags yet) and calls `write_tags_from_annotations`. The video layout
+(`wsvs_training.datasets.video`) keeps a `{clip}.tags.json` beside each video file or frame folder instead; both hold
+the same JSON and are read by `read_tag_file`. A clip's `annotations` are the paths of
 pixel-level ground truth, which only `wsvs_training.evaluate` reads (`load_label_map`): training never opens them, so no
 pixel label can reach a loss.
 """
@@ -68,11 +70,69 @@ def read_tags(root: Path, split: str, name: str, label_set: LabelSet, *, require
             f"CamVid, derive them once from the annotations with `wsvs-train tags --dataset cityscapes|camvid "
             f"--data {root} --split {split}`"
         )
-    tags = json.loads(path.read_text())["tags"]
-    return frozenset(label_set.by_name(t).name for t in tags)
+    return read_tag_file(path, label_set)
 
 
-def write_tags_from_annotations(root: str | Path, split: str, clips: Sequence[Clip], label_set: LabelSet) -> None:
+def read_tag_file(path: Path, label_set: LabelSet) -> frozenset[str]:
+    """The class names in a tag file `{"tags": [class names]}`, as `label_set` names them (aliases resolved).
+
+    Raises:
+        ValueError: the file is not JSON of that form (the message shows the form).
+        KeyError: a tag that is not a class of `label_set` (the message lists its classes).
+    """
+    try:
+        raw = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise ValueError(f'tag file {path} is not JSON ({e}); write {{"tags": ["road", "car", ...]}}') from None
+    tags = raw.get("tags") if isinstance(raw, dict) else None
+    if not isinstance(tags, list) or not all(isinstance(t, str) for t in tags):
+        raise ValueError(
+            f'tag file {path} must hold {{"tags": [class names]}}, e.g. {{"tags": ["road", "car"]}}; got {raw!r:.80}'
+        )
+    try:
+        return frozenset(label_set.by_name(t).name for t in tags)
+    except KeyError as e:
+        raise KeyError(f"tag file {path}: {e.args[0]}") from None
+
+
+def write_tag_file(path: Path, names: Sequence[str]) -> None:
+    """Write `{"tags": names}` to `path` (folders made as needed)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps({"tags": list(names)}) + "\n")
+
+
+def annotation_tags(clips: Sequence[Clip], label_set: LabelSet, *, min_fraction: float = 0.0) -> dict[str, list[str]]:
+    """Clip name -> the class names present in its annotations, in class-id order (void is no class).
+
+    Args:
+        min_fraction: a class is present when it covers more than 0 and at least this fraction of the clip's
+            labelled (non-void) pixels, summed over its annotated frames. 0 for human annotations; network-made label
+            maps scatter stray pixels of classes that are not there, which a small fraction (1e-4) drops.
+
+    Raises:
+        ValueError: a clip has no annotated frame (nothing to derive its tags from).
+    """
+    unannotated = [c.name for c in clips if not c.annotations]
+    if unannotated:
+        raise ValueError(
+            f"{len(unannotated)} clip(s) have no annotation to derive tags from (first: {unannotated[0]}); "
+            f"extract the pixel annotations (Cityscapes gtFine, CamVid SPLITannot, labels_net/) first"
+        )
+    out = {}
+    for clip in clips:
+        counts = np.zeros(256, np.int64)
+        for index in clip.annotations:
+            counts += np.bincount(load_label_map(clip, index).ravel(), minlength=256)
+        counts[VOID_ID] = 0
+        labelled = max(int(counts.sum()), 1)
+        present = [i for i in np.flatnonzero(counts) if counts[i] >= min_fraction * labelled]
+        out[clip.name] = [label_set.by_id(int(i)).name for i in present]
+    return out
+
+
+def write_tags_from_annotations(
+    root: str | Path, split: str, clips: Sequence[Clip], label_set: LabelSet, *, min_fraction: float = 0.0
+) -> None:
     """Write `tags/{split}/{clip}.json` with the classes present in each clip's annotations.
 
     This turns pixel labels into video-level tags (the weak labels the paper assumes given); it is a one-off
@@ -81,25 +141,14 @@ def write_tags_from_annotations(root: str | Path, split: str, clips: Sequence[Cl
 
     Args:
         label_set: the set whose train ids the annotations decode to (`load_label_map`): the dataset's own.
+        min_fraction: see `annotation_tags`.
 
     Raises:
         ValueError: a clip has no annotated frame (nothing to derive its tags from); nothing is written then.
     """
-    unannotated = [c.name for c in clips if not c.annotations]
-    if unannotated:
-        raise ValueError(
-            f"{len(unannotated)} clip(s) of split {split} have no annotation to derive tags from (first: "
-            f"{unannotated[0]}); extract the split's pixel annotations (Cityscapes gtFine, CamVid {split}annot) first"
-        )
-    out = Path(root) / "tags" / split
-    out.mkdir(parents=True, exist_ok=True)
+    names = annotation_tags(clips, label_set, min_fraction=min_fraction)
     for clip in clips:
-        present: set[int] = set()
-        for index in clip.annotations:
-            ids = np.unique(load_label_map(clip, index))
-            present.update(int(i) for i in ids if i != VOID_ID)
-        names = [label_set.by_id(i).name for i in sorted(present)]
-        (out / f"{clip.name}.json").write_text(json.dumps({"tags": names}) + "\n")
+        write_tag_file(Path(root) / "tags" / split / f"{clip.name}.json", names[clip.name])
 
 
 def load_label_map(clip: Clip, index: int) -> np.ndarray:
