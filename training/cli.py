@@ -279,9 +279,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     }
     try:
         return handlers[args.command](args, _command(argv))
-    except (ValueError, OSError, KeyError) as e:  # a config, dataset or file problem: the message names it and the fix
-        message = e.args[0] if isinstance(e, KeyError) and e.args else e  # str(KeyError) would quote it
-        print(f"wsvs-train {args.command}: error: {message}", file=sys.stderr)
+    except (ValueError, OSError) as e:  # a config, dataset or file problem: the message names it and the fix
+        print(f"wsvs-train {args.command}: error: {e}", file=sys.stderr)
         return 2
 
 

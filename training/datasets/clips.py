@@ -59,7 +59,7 @@ def read_tags(root: Path, split: str, name: str, label_set: LabelSet, *, require
 
     Raises:
         FileNotFoundError: no tag file while `required` (the message names `wsvs-train tags`).
-        KeyError: a tag that is not a class of `label_set`.
+        ValueError: a tag that is not a class of `label_set`.
     """
     path = root / "tags" / split / f"{name}.json"
     if not path.is_file():
@@ -78,7 +78,7 @@ def read_tag_file(path: Path, label_set: LabelSet) -> frozenset[str]:
 
     Raises:
         ValueError: the file is not JSON of that form (the message shows the form).
-        KeyError: a tag that is not a class of `label_set` (the message lists its classes).
+        ValueError: a tag that is not a class of `label_set` (the message lists its classes).
     """
     try:
         raw = json.loads(path.read_text())
@@ -92,7 +92,7 @@ def read_tag_file(path: Path, label_set: LabelSet) -> frozenset[str]:
     try:
         return frozenset(label_set.by_name(t).name for t in tags)
     except KeyError as e:
-        raise KeyError(f"tag file {path}: {e.args[0]}") from None
+        raise ValueError(f"tag file {path}: {e.args[0]}") from None
 
 
 def write_tag_file(path: Path, names: Sequence[str]) -> None:

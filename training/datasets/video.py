@@ -66,7 +66,7 @@ def video_clips(
         FileNotFoundError: `root/split` is missing or holds no clip, a frame folder holds no image, a tags file is
             missing while `require_tags` (the message says where to write it), or a video cannot be opened.
         ValueError: two clips share a name, a tags file is malformed, a video has no frames or `frames_cache` is None.
-        KeyError: a tag that is not a class of `label_set`.
+        ValueError: a tag that is not a class of `label_set`.
     """
     folder = Path(root) / split
     if not folder.is_dir():
