@@ -13,6 +13,8 @@ from typing import Any
 
 import yaml
 
+# The lite classifier's defaults, repeated from wsvs_training.heatmaps so `--help` needs no torch import.
+LITE_ICONIC_SIZE, LITE_ICONIC_WINDOW, LITE_ICONIC_HIDDEN = 160, 3, 0
 DEFAULT_ABLATION_CONFIG = Path(__file__).resolve().parent / "configs" / "synth_ablation.yaml"
 
 
@@ -69,11 +71,50 @@ def _cmd_classifiers(args: argparse.Namespace, command: str) -> int:
     from wsvs_training.heatmaps import save_iconic_classifier, train_iconic_classifier
 
     torch.set_num_threads(args.threads)
+    if args.backbone == "efficientnet-lite0":
+        return _lite_classifiers(args, command)
+    if args.folders is not None:
+        raise SystemExit("--folders maps iconic folders to classes for --backbone efficientnet-lite0 only")
     names = args.classes or list(get_label_set(args.label_set).names)
     model, info = train_iconic_classifier(args.iconic, names, epochs=args.epochs, seed=args.seed, mixed=args.mixed)
     info["command"] = command
     save_iconic_classifier(args.out, model, names, info)
     print(f"wrote {args.out}: {len(names)} one-vs-all outputs, train accuracy {info['train_accuracy']:.3f}")
+    return 0
+
+
+def _lite_classifiers(args: argparse.Namespace, command: str) -> int:
+    from wsvs_training.heatmaps import load_iconic_folders, save_lite_iconic_classifier, train_lite_iconic_classifier
+
+    if args.folders is None:
+        raise SystemExit("--backbone efficientnet-lite0 needs --folders: a YAML file naming each class's folders")
+    try:
+        folders = load_iconic_folders(args.folders)
+    except ValueError as e:
+        raise SystemExit(str(e)) from None
+    if args.classes:
+        folders = {name: folders[name] for name in args.classes}
+    frames = []
+    if args.frames is not None:
+        frames = sorted(p for p in args.frames.iterdir() if p.suffix.lower() in (".png", ".jpg", ".jpeg"))
+        if not frames:
+            raise SystemExit(f"--frames {args.frames}: no .png / .jpg frames there")
+    head, info = train_lite_iconic_classifier(
+        args.iconic,
+        folders,
+        size=args.size,
+        window=args.window,
+        hidden=args.hidden,
+        epochs=args.epochs,
+        seed=args.seed,
+        per_folder=args.per_folder,
+        frames=frames,
+        frame_size=args.frame_size,
+    )
+    info["command"] = command
+    save_lite_iconic_classifier(args.out, head, folders, size=args.size, window=args.window, info=info)
+    print(f"wrote {args.out}: {len(folders)} one-vs-all heads on EfficientNet-Lite0, train accuracy "
+          f"{info['train_accuracy']:.3f}")  # fmt: skip
     return 0
 
 
@@ -112,23 +153,35 @@ def _cmd_evaluate(args: argparse.Namespace, command: str) -> int:
 def _cmd_heatmaps(args: argparse.Namespace, command: str) -> int:
     import torch
 
+    from wsvs_training.datasets.stills import stills
     from wsvs_training.heatmap_quality import format_table, mask_quality
     from wsvs_training.heatmaps import heatmap_source
     from wsvs_training.train import load_clips, load_config
 
     config = load_config(args.config, **_overrides(args.set))
-    if config.iconic is None and config.vgg16 is None:
-        raise SystemExit(f"{args.config} names no heatmap classifiers: set `iconic` or `vgg16`")
+    if config.iconic is None and config.vgg16 is None and config.imagenet is None:
+        raise SystemExit(f"{args.config} names no heatmap classifiers: set `iconic`, `vgg16` or `imagenet`")
+    if (args.stills is None) != (args.data is None):
+        raise SystemExit("--stills and --data go together: --stills camvid --data ../shared/data/camvid")
     torch.set_num_threads(config.threads)
     source = heatmap_source(
-        config.labels, iconic_path=config.iconic, vgg16_path=config.vgg16, scale=config.heatmap_scale
+        config.labels,
+        iconic_path=config.iconic,
+        vgg16_path=config.vgg16,
+        imagenet=config.imagenet,
+        scale=config.heatmap_scale,
     )
-    clips = load_clips(config, args.split)
-    quality = mask_quality(source, clips, config.model_spec(), fraction=config.mask_fraction, every=args.every)
+    spec = config.model_spec()
+    if args.stills is not None:
+        clips, truth = stills(args.stills, args.data, args.split, config.labels)
+        quality = mask_quality(source, clips, spec, fraction=config.mask_fraction, every=args.every, truth=truth)
+    else:
+        quality = mask_quality(source, load_clips(config, args.split), spec, fraction=config.mask_fraction,
+                               every=args.every)  # fmt: skip
     print(format_table(quality))
     if args.out is not None:
         args.out.parent.mkdir(parents=True, exist_ok=True)
-        record = {"command": command, "split": args.split, "every": args.every, **quality}
+        record = {"command": command, "split": args.split, "every": args.every, "stills": args.stills, **quality}
         args.out.write_text(json.dumps(record, indent=2) + "\n")
         print(f"wrote {args.out}")
     return 0
@@ -177,6 +230,13 @@ def _positive_int(text: str) -> int:
     return value
 
 
+def _size(text: str) -> tuple[int, int]:
+    width, sep, height = text.partition("x")
+    if not sep or not width.isdigit() or not height.isdigit():
+        raise argparse.ArgumentTypeError(f"expected WIDTHxHEIGHT (e.g. 480x352), got {text}")
+    return int(width), int(height)
+
+
 def _command(argv: Sequence[str]) -> str:
     """The command line as typed, recorded in what it writes (checkpoints, classifier files, tables)."""
     return shlex.join(["wsvs-train", *argv])
@@ -223,6 +283,16 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="CLASS",
         help="classes whose images also show other classes (e.g. poles, people): used as their positives only",
     )
+    p.add_argument("--backbone", choices=("vgg-small", "efficientnet-lite0"), default="vgg-small",
+                   help="vgg-small: a small VGG trunk trained from scratch (synthetic drives); efficientnet-lite0: "
+                   "one-vs-all heads on its frozen ImageNet features (real photos, needs --folders)")  # fmt: skip
+    p.add_argument("--folders", type=Path, help="YAML: `classes: {road: [imagenet_road, ...], ...}` (lite only)")
+    p.add_argument("--size", type=int, default=LITE_ICONIC_SIZE, help="lite: photos resized to this square (px)")
+    p.add_argument("--window", type=int, default=LITE_ICONIC_WINDOW, help="lite: cells each head averages (odd)")
+    p.add_argument("--hidden", type=int, default=LITE_ICONIC_HIDDEN, help="lite: hidden units of the heads (0: linear)")
+    p.add_argument("--per-folder", type=_positive_int, help="lite: only the first N photos of each folder")
+    p.add_argument("--frames", type=Path, help="lite: a folder of unlabelled street frames for one self-training round")
+    p.add_argument("--frame-size", type=_size, default=(480, 352), help="lite: WxH the frames are resized to")
     p.add_argument("--threads", type=int, default=2)
 
     p = sub.add_parser("fit", help="train from a YAML config (resumes from its out folder)")
@@ -245,6 +315,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--split", default="val", help="annotated split to score on (default val)")
     p.add_argument("--every", type=int, default=1, metavar="N", help="every N-th annotated frame of each clip")
     p.add_argument("--out", type=Path, help="also write the figures and pixel counts to this JSON file")
+    p.add_argument(
+        "--stills",
+        choices=("camvid", "cityscapes"),
+        help="score on annotated real stills instead of the config's dataset: CamVid (--split train / test) or the "
+        "Cityscapes snippets (--split all)",
+    )
+    p.add_argument("--data", type=Path, help="root of the --stills dataset")
     p.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="override config keys")
 
     p = sub.add_parser("stride-bound", help="mIoU of ideal score maps at each output stride (what the stride costs)")

