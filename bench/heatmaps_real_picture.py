@@ -49,4 +49,4 @@ for name, index in picks:
     rows.append(np.concatenate(tiles, axis=1))
 img = np.concatenate(rows, axis=0)
 cv2.imwrite(sys.argv[2], cv2.cvtColor(img, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, 80])
-print(img.shape)
+print(f"wrote {sys.argv[2]}: {img.shape[1]}x{img.shape[0]}")
