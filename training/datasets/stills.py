@@ -24,6 +24,7 @@ import numpy as np
 
 from wsvs_ros.labels import CAMVID, CITYSCAPES, VOID_ID, LabelSet
 from wsvs_training.datasets.clips import Clip, load_label_map
+from wsvs_training.datasets.video import video_clips
 
 OTHER_ID = 254  # a labelled pixel of a class the target label set does not have
 STILLS = ("camvid", "cityscapes")
@@ -73,18 +74,19 @@ def cityscapes_stills(root: str | Path, *, every: int = 1) -> list[Clip]:
     untagged clip each (`stills` tags them).
 
     Raises:
-        FileNotFoundError: no `seq*/frames` folder under root, or a frame has no label map.
+        FileNotFoundError: no snippet under root has label maps (what `video_clips` raises for a bad folder).
+        ValueError: a snippet's `labels_net` holds another number of maps than it has frames.
     """
     root = Path(root)
-    clips = []
-    for seq in sorted(root.glob("seq*/frames")):
-        for image in sorted(seq.glob("*_leftImg8bit.jpg"))[::every]:
-            label = seq.parent / "labels_net" / image.name.replace("_leftImg8bit.jpg", "_labelIds_net.png")
-            if not label.is_file():
-                raise FileNotFoundError(f"Cityscapes frame {image} has no label map {label}")
-            clips.append(_still(image, label, "cityscapes_label_ids"))
+    # The snippets are frame folders of the video layout, whose labels_net/ maps are their annotations.
+    snippets = video_clips(root.parent, root.name, label_set=CITYSCAPES, frames_cache=None, require_tags=False)
+    clips = [
+        _still(snippet.frames[i], snippet.annotations[i], "cityscapes_label_ids")
+        for snippet in snippets
+        for i in sorted(snippet.annotations)[::every]
+    ]
     if not clips:
-        raise FileNotFoundError(f"no Cityscapes snippet frames under {root} (expected seqNNNN/frames/*.jpg)")
+        raise FileNotFoundError(f"no Cityscapes snippet frames with label maps under {root} (seqNNNN/labels_net)")
     return clips
 
 
