@@ -13,6 +13,7 @@ import pytest
 import torch
 
 from wsvs_ros.labels import DRIVE
+from wsvs_training.datasets.synth_drives import label_map_path
 from wsvs_training.synth.drives import write_drives
 
 T = TypeVar("T")
@@ -71,13 +72,7 @@ def write_video_layout(drives: Path, out: Path, split: str = "train") -> Path:
         (folder / "labels_net").mkdir()
         for frame in frames:
             shutil.copy(frame, folder / "frames" / frame.name)
-            gt = (
-                drives
-                / "gtFine"
-                / split
-                / frame.parent.name
-                / frame.name.replace("_leftImg8bit", "_gtFine_labelTrainIds")
-            )
+            gt = label_map_path(drives, split, frame)
             shutil.copy(gt, folder / "labels_net" / gt.name)
         write_mp4(
             out / split / f"{name}_mp4.mp4", [cv2.cvtColor(cv2.imread(str(f)), cv2.COLOR_BGR2RGB) for f in frames]

@@ -22,13 +22,7 @@ def synth_clips(root: str | Path, split: str, *, label_set: LabelSet = DRIVE, re
     for name, frames in _group_cityscapes_frames(root / "leftImg8bit_sequence" / split).items():
         annotations = {}
         for i, frame in enumerate(frames):
-            gt = (
-                root
-                / "gtFine"
-                / split
-                / frame.parent.name
-                / frame.name.replace("_leftImg8bit", "_gtFine_labelTrainIds")
-            )
+            gt = label_map_path(root, split, frame)
             if gt.is_file():
                 annotations[i] = gt
         clips.append(
@@ -42,3 +36,8 @@ def synth_clips(root: str | Path, split: str, *, label_set: LabelSet = DRIVE, re
             )
         )
     return clips
+
+
+def label_map_path(root: Path, split: str, frame: Path) -> Path:
+    """Where the drives keep the DRIVE-id label map of `frame` (a `leftImg8bit_sequence/{split}/synth/` file)."""
+    return root / "gtFine" / split / frame.parent.name / frame.name.replace("_leftImg8bit", "_gtFine_labelTrainIds")
