@@ -57,3 +57,26 @@ def test_torch_engine_runs_fp32_on_cpu_and_fp16_only_when_asked() -> None:
     model = build_model(tiny_spec())
     assert TorchEngine(model, device="cpu").half is False
     assert TorchEngine(model, device="cpu", half=True).half is True
+
+
+def test_onnxruntime_takes_a_checkpoint_exporting_it_once_into_the_cache(tmp_path: Path) -> None:
+    from wsvs_ros.engine.loading import open_engine
+    from wsvs_ros.model.checkpoint import save_checkpoint
+
+    spec = tiny_spec(input_width=64, input_height=32, flow_length=2, width=1 / 16)
+    torch.manual_seed(3)
+    model = build_model(spec).eval()
+    checkpoint = tmp_path / "model.pt"
+    save_checkpoint(checkpoint, model, spec)
+    cache = tmp_path / "onnx"
+    engine, loaded = open_engine(checkpoint, backend="onnxruntime", onnx_cache_dir=cache)
+    assert loaded == spec
+    [exported] = cache.glob("*/model.onnx")
+    rgb, flow = torch.randn(1, 3, 32, 64), torch.randn(1, 4, 32, 64)
+    with torch.no_grad():
+        expected = model(rgb, flow)
+    torch.testing.assert_close(engine.infer(rgb, flow), expected, rtol=1e-4, atol=1e-4)
+    stamp = exported.stat().st_mtime_ns
+    open_engine(checkpoint, backend="onnxruntime", onnx_cache_dir=cache)
+    assert exported.stat().st_mtime_ns == stamp  # read from the cache, not exported again
+    assert [p.name for p in cache.iterdir()] == [exported.parent.name]  # no temporary folder left behind

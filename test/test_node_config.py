@@ -173,9 +173,9 @@ def test_the_same_class_twice_is_refused() -> None:
         mask_class_ids(config(publish_classes=["road", "Road"]), tiny_spec())
 
 
-def test_a_checkpoint_for_the_onnx_runtime_names_the_export_command(tiny_checkpoint: Path) -> None:
-    with pytest.raises(StartupError, match=r"cannot load .*tiny\.pt \(onnxruntime on cpu\).*wsvs export"):
-        load_model(config(model=str(tiny_checkpoint), backend="onnxruntime"))
+def test_a_checkpoint_for_tensorrt_names_the_export_command(tiny_checkpoint: Path) -> None:
+    with pytest.raises(StartupError, match=r"cannot load .*tiny\.pt \(tensorrt on cuda\).*wsvs export"):
+        load_model(config(model=str(tiny_checkpoint), backend="tensorrt", device="cuda"))
 
 
 def test_a_tensorrt_engine_not_built_yet_gives_the_build_command(

@@ -8,6 +8,8 @@ from typing import TYPE_CHECKING
 
 import torch
 
+from wsvs_ros.engine.engine_cache import default_cache_dir
+from wsvs_ros.engine.onnx_export import cached_onnx
 from wsvs_ros.engine.onnxruntime_engine import OnnxRuntimeEngine
 from wsvs_ros.engine.protocol import Engine
 from wsvs_ros.engine.torch_engine import TorchEngine
@@ -29,16 +31,19 @@ def open_engine(
     precision: str = "auto",
     build_engine_if_missing: bool = False,
     cuda_graph: bool = False,
+    onnx_cache_dir: str | os.PathLike[str] | None = None,
 ) -> tuple[Engine, ModelSpec]:
     """Load `model` for `backend`.
 
     Args:
-        model: a `.pt` checkpoint (torch) or an exported `.onnx` (onnxruntime, tensorrt).
+        model: a `.pt` checkpoint (torch, onnxruntime) or an exported `.onnx` (onnxruntime, tensorrt).
         backend: "torch", "onnxruntime" or "tensorrt".
         device: "cpu", "cuda" or "cuda:N".
         precision: "auto" (fp16 on CUDA, fp32 on CPU), "fp32", "fp16", or "int8" (TensorRT only).
         build_engine_if_missing: TensorRT only: build the engine now (minutes) instead of failing with the command.
         cuda_graph: torch on CUDA only: replay the network as a captured CUDA graph.
+        onnx_cache_dir: onnxruntime with a `.pt`: where its export is kept (`cached_onnx`; None:
+            `$XDG_CACHE_HOME/wsvs_ros/onnx`, beside the TensorRT engines).
     Raises:
         FileNotFoundError: no such model file.
         ValueError: a combination that cannot work, naming the fix (e.g. a .pt file for onnxruntime).
@@ -63,13 +68,15 @@ def open_engine(
         ckpt = load_checkpoint(path)
         half = None if precision == "auto" else precision == "fp16"
         return TorchEngine(ckpt.model, device=device, half=half, cuda_graph=cuda_graph), ckpt.spec
-    if not is_onnx:
-        raise ValueError(f"the {backend} backend loads an exported .onnx; run `wsvs export {path} --out model.onnx`")
     if backend == "onnxruntime":
         if device.type != "cpu" or precision not in ("auto", "fp32"):
             raise ValueError("the onnxruntime backend runs fp32 on the CPU; use device cpu")
+        if not is_onnx:  # a checkpoint: exported once, then read from the cache
+            path = cached_onnx(path, onnx_cache_dir or default_cache_dir().parent / "onnx")
         engine: OnnxRuntimeEngine | TensorRTEngine = OnnxRuntimeEngine(path)
         return engine, engine.spec
+    if not is_onnx:
+        raise ValueError(f"the tensorrt backend loads an exported .onnx; run `wsvs export {path} --out model.onnx`")
     if device.type != "cuda":
         raise ValueError("the tensorrt backend needs a CUDA device; use device cuda")
     from wsvs_ros.engine.tensorrt_cache import load_tensorrt_engine  # lazy: needs tensorrt

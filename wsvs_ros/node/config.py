@@ -46,7 +46,8 @@ PARAMETERS: tuple[ParamInfo, ...] = (
     ParamInfo(
         "model",
         "",
-        "Model file: a .pt checkpoint (backend torch) or an exported .onnx (onnxruntime, tensorrt); ~ is expanded. "
+        "Model file: a .pt checkpoint (torch; onnxruntime exports it once into ~/.cache/wsvs_ros/onnx) or an "
+        "exported .onnx (onnxruntime, tensorrt); ~ is expanded. "
         "Empty: the package's default model, wsvs_ros/data/default_model.pt.",
     ),
     ParamInfo("backend", "torch", "Inference runtime: torch, onnxruntime or tensorrt."),
