@@ -403,7 +403,7 @@ def test_unknown_class_in_a_tags_file_is_one_line_naming_the_file(
         == 2
     )
     err = capsys.readouterr().err
-    assert err.count("\n") == 1 and "drive.tags.json: label set 'drive' has no class 'lava'" in err
+    assert err.count("\n") == 1 and "drive.tags.json: label set 'cityscapes' has no class 'lava'" in err
 
 
 def test_label_maps_beside_the_frames_give_the_clips_tags(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -429,3 +429,21 @@ def test_label_maps_beside_the_frames_give_the_clips_tags(tmp_path: Path, capsys
         tmp_path / "data", "seq", label_set=CITYSCAPES, frames_cache=None, tags_dir=tmp_path / "some"
     )
     assert tagged.tags == {"road", "sky"}
+
+
+def test_tags_named_in_another_label_set_are_translated_by_class_name() -> None:
+    from wsvs_ros.labels import DRIVE
+    from wsvs_training.datasets.stills import translate_tags
+
+    camvid = frozenset({"road", "sidewalk", "vegetation", "pedestrian", "sign symbol", "bicyclist"})
+    assert translate_tags(camvid, CAMVID, DRIVE) == {"road", "sidewalk", "vegetation", "person"}
+    cityscapes = frozenset({"road", "terrain", "truck", "car", "person"})
+    assert translate_tags(cityscapes, CITYSCAPES, DRIVE) == {"road", "car", "person"}  # no drive class is terrain
+
+
+def test_stills_without_tags_files_name_the_command_that_derives_them(tmp_path: Path) -> None:
+    from wsvs_training.datasets.stills import still_clips
+
+    _write_camvid(tmp_path)
+    with pytest.raises(FileNotFoundError, match=r"wsvs-train tags --dataset stills --data .* --split train --tags"):
+        still_clips(tmp_path, "train", label_set=CAMVID)

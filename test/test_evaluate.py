@@ -5,17 +5,24 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import cv2
 import numpy as np
 import pytest
 import torch
 from conftest import tiny_spec
-from weak_fixtures import write_tiny_drives
+from weak_fixtures import write_stills_layout, write_tiny_drives
 
-from wsvs_ros.labels import VOID_ID
+from wsvs_ros.labels import CAMVID, DRIVE, VOID_ID
 from wsvs_ros.model.checkpoint import build_model, save_checkpoint
 from wsvs_training.cli import main as cli_main
 from wsvs_training.datasets.synth_drives import synth_clips
-from wsvs_training.evaluate import confusion_matrix, evaluate_checkpoint, metrics_from_confusion, perfect_coarse_labels
+from wsvs_training.evaluate import (
+    confusion_matrix,
+    evaluate_checkpoint,
+    metrics_from_confusion,
+    perfect_coarse_labels,
+    truth_mapping,
+)
 
 V = VOID_ID
 
@@ -66,6 +73,35 @@ def test_class_predicted_but_absent_from_truth_counts_as_zero_iou_without_accura
     assert m["per_class_acc"] == pytest.approx({"a": 3 / 4, "b": None})
     assert m["miou"] == pytest.approx(3 / 8)
     assert m["mean_class_acc"] == pytest.approx(3 / 4)
+
+
+def test_camvid_annotations_map_onto_the_drive_set_by_name_the_rest_unscored() -> None:
+    lut = truth_mapping(CAMVID, DRIVE)
+    assert lut is not None and truth_mapping(DRIVE, DRIVE) is None
+    mapped = {CAMVID.by_id(i).name: int(lut[i]) for i in range(len(CAMVID))}
+    unscored = len(DRIVE)
+    assert mapped == {
+        "sky": DRIVE.by_name("sky").id, "building": DRIVE.by_name("building").id, "pole": DRIVE.by_name("pole").id,
+        "road": DRIVE.by_name("road").id, "sidewalk": DRIVE.by_name("sidewalk").id,
+        "vegetation": DRIVE.by_name("vegetation").id, "car": DRIVE.by_name("car").id,
+        "pedestrian": DRIVE.by_name("person").id,
+        "sign symbol": unscored, "fence": unscored, "bicyclist": unscored,
+    }  # fmt: skip
+    assert lut[VOID_ID] == VOID_ID and lut[11] == VOID_ID  # CamVid's void decodes to VOID_ID before the mapping
+
+
+def test_unscored_pixels_count_against_what_was_predicted_there_but_have_no_iou() -> None:
+    cm = np.array(
+        [
+            [4, 0],  # class a: 4 pixels, all right
+            [0, 2],  # class b: 2 pixels, all right
+        ]
+    )
+    unscored = np.array([[4, 0, 0], [0, 2, 0], [3, 1, 0]])  # + 4 pixels of a class the model lacks: 3 called a
+    m = metrics_from_confusion(unscored, ["a", "b"])
+    assert m["per_class_iou"] == pytest.approx({"a": 4 / 7, "b": 2 / 3})
+    assert m["per_class_acc"] == metrics_from_confusion(cm, ["a", "b"])["per_class_acc"]
+    assert m["global_acc"] == pytest.approx(6 / 10) and m["pixels"] == 10
 
 
 @pytest.fixture(scope="module")
@@ -134,3 +170,20 @@ def test_stride_bound_command_writes_one_row_per_stride(
     assert saved["strides"]["1"]["miou"] == 1.0  # a score per pixel loses nothing
     assert saved["strides"]["32"]["miou"] < saved["strides"]["1"]["miou"]
     assert "   8x4 " in capsys.readouterr().out  # the table names each stride's grid, width x height
+
+
+def test_stills_are_evaluated_on_their_first_frame_in_the_models_classes(
+    drives_and_checkpoint: tuple[Path, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    root, ckpt = drives_and_checkpoint
+    stills = write_stills_layout(root, tmp_path / "stills", split="val", every=1)
+    annotations = sorted((stills / "valannot").glob("*.png"))
+    fence = cv2.imread(str(annotations[0]), cv2.IMREAD_UNCHANGED)
+    fence[:4, :10] = 7  # CamVid's Fence, which the drive set lacks
+    cv2.imwrite(str(annotations[0]), fence)
+    argv = ["evaluate", str(ckpt), "--dataset", "stills", "--data", str(stills), "--split", "val"]
+    assert cli_main([*argv, "--out", str(tmp_path / "eval")]) == 0
+    assert json.loads(capsys.readouterr().out)["frames"] == len(annotations)  # no flow window, still scored
+    confusion = np.array(json.loads((tmp_path / "eval/metrics.json").read_text())["confusion"])
+    assert confusion.shape == (len(DRIVE) + 1, len(DRIVE) + 1)
+    assert confusion[-1].sum() == 40 and confusion[:, -1].sum() == 0  # the fence block: scored against predictions

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import torch
 import yaml
-from weak_fixtures import write_tiny_drives, write_video_layout
+from weak_fixtures import write_stills_layout, write_tiny_drives, write_video_layout
 
 from wsvs_ros.labels import DRIVE
 from wsvs_ros.model.checkpoint import build_model, load_checkpoint
@@ -33,6 +33,7 @@ from wsvs_training.train import (
     load_clips,
     load_config,
     train_step,
+    training_clips,
 )
 
 
@@ -87,6 +88,44 @@ def test_no_pixel_label_reaches_a_loss_from_video_files_or_frame_folders(drives:
     a, b = _weights(first), _weights(second)
     for key in a:
         torch.testing.assert_close(a[key], b[key], rtol=0, atol=0)
+
+
+def test_no_pixel_label_reaches_a_loss_from_stills_trained_beside_the_drives(drives: Path, tmp_path: Path) -> None:
+    # drives of its own: the module's drives have their label maps overwritten by the test above
+    stills = write_stills_layout(write_tiny_drives(tmp_path / "drives", clips=2, frames=4), tmp_path / "stills")
+    tags = tmp_path / "tags"
+    argv = ["tags", "--dataset", "stills", "--data", str(stills), "--split", "train", "--tags", str(tags)]
+    assert train_cli.main(argv) == 0  # CamVid's class names, as the label maps give them
+
+    def config(out: str) -> TrainConfig:
+        source = {"dataset": "stills", "data": str(stills), "split": "train", "tags": str(tags)}
+        return tiny_config(drives, tmp_path / out, sources=[{**source, "tags_label_set": "camvid"}])
+
+    clips = training_clips(config("a"))
+    stills_clips = [c for c in clips if len(c.frames) == 1]
+    assert len(stills_clips) == len(list((stills / "train").glob("*.png"))) and len(clips) > len(stills_clips)
+    # translated to the trained set: CamVid's Pavement, Tree and Pedestrian are the drive set's names
+    assert set().union(*(c.tags for c in stills_clips)) <= set(DRIVE.names)
+    assert any("sidewalk" in c.tags or "vegetation" in c.tags for c in stills_clips)
+    first = fit(config("a"), command="test", progress=False)
+    for m in (stills / "trainannot").glob("*.png"):
+        cv2.imwrite(str(m), np.full((32, 64), 3, np.uint8))  # every still's map becomes all-road
+    second = fit(config("b"), command="test", progress=False)
+    a, b = _weights(first), _weights(second)
+    for key in a:
+        torch.testing.assert_close(a[key], b[key], rtol=0, atol=0)
+
+
+def test_training_sources_that_cannot_work_are_named(drives: Path, tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match=r"sources: each entry has the keys .* \(dataset, data, split required\)"):
+        tiny_config(drives, tmp_path / "a", sources=[{"dataset": "synth", "data": str(drives)}])
+    with pytest.raises(ValueError, match=r"dataset='camvid_stills': use one of"):
+        tiny_config(drives, tmp_path / "a", sources=[{"dataset": "camvid_stills", "data": "d", "split": "train"}])
+    with pytest.raises(ValueError, match=r"tags_label_set='kitti': use one of \['camvid', 'cityscapes', 'drive'\]"):
+        tiny_config(drives, tmp_path / "a", tags_label_set="kitti")
+    twice = tiny_config(drives, tmp_path / "a", sources=[{"dataset": "synth", "data": str(drives), "split": "train"}])
+    with pytest.raises(ValueError, match="training clips share names across sources"):
+        training_clips(twice)
 
 
 def test_fit_writes_checkpoint_log_and_curve(drives: Path, tmp_path: Path) -> None:

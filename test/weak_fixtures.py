@@ -91,3 +91,20 @@ def write_mp4(path: Path, frames: list[np.ndarray], fps: float = 25.0) -> None:
     for rgb in frames:
         writer.write(cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
     writer.release()
+
+
+def write_stills_layout(drives: Path, out: Path, split: str = "train", every: int = 2) -> Path:
+    """Every `every`-th frame of the synthetic drives of `split` as CamVid-style stills (`out/split/*.png`, labels in
+    `out/{split}annot/` in CamVid's ids: the drive set's road, sidewalk, vegetation, building, sky, pole, car, person
+    as CamVid's Road, Pavement, Tree, Building, Sky, Pole, Car, Pedestrian), without tags files."""
+    drive_to_camvid = np.full(256, 11, np.uint8)  # 11: CamVid's void
+    drive_to_camvid[: len(DRIVE)] = [3, 4, 5, 1, 0, 2, 8, 9]
+    (out / split).mkdir(parents=True)
+    (out / f"{split}annot").mkdir()
+    frames = sorted((drives / "leftImg8bit_sequence" / split).glob("*/*_leftImg8bit.png"))[::every]
+    for frame in frames:
+        stem = frame.name.removesuffix("_leftImg8bit.png")
+        shutil.copy(frame, out / split / f"{stem}.png")
+        labels = cv2.imread(str(label_map_path(drives, split, frame)), cv2.IMREAD_UNCHANGED)
+        cv2.imwrite(str(out / f"{split}annot" / f"{stem}.png"), drive_to_camvid[labels])
+    return out

@@ -42,19 +42,19 @@ def _cmd_tags(args: argparse.Namespace, command: str) -> int:
     from wsvs_ros.labels import get_label_set
     from wsvs_ros.spec import ModelSpec
     from wsvs_training.datasets.clips import write_tags_from_annotations
-    from wsvs_training.datasets.layouts import dataset_clips
+    from wsvs_training.datasets.layouts import ANNOTATION_LABEL_SETS, OWN_TAGS_FOLDER, dataset_clips
     from wsvs_training.datasets.video import write_video_tags
 
-    # The annotations decode to the dataset's own class ids, and its label set bears the dataset's name; the video
-    # layout's label maps (labels_net/) are Cityscapes labelIds.
-    labels = get_label_set("cityscapes" if args.dataset == "video" else args.dataset)
+    # The annotations decode to the dataset's own class ids (the video layout's labels_net/ are Cityscapes labelIds,
+    # the stills are CamVid's), so the tags name that set's classes (training translates: `tags_label_set`).
+    labels = get_label_set(ANNOTATION_LABEL_SETS[args.dataset])
     # A clip's tags come from its annotated frame alone; the flow window (L, alignment) only decides which neighbouring
     # CamVid frames the clip lists, so the spec's defaults serve whatever model is trained later.
     spec = ModelSpec(labels.name, labels.names)
     clips = dataset_clips(
         args.dataset, args.data, args.split, spec=spec, label_set=labels, require_tags=False, tags_dir=args.tags
     )
-    if args.dataset == "video":
+    if args.dataset in OWN_TAGS_FOLDER:
         out = args.tags or args.data / args.split
         write_video_tags(out, clips, labels, min_fraction=args.min_fraction)
     else:
@@ -134,17 +134,22 @@ def _cmd_evaluate(args: argparse.Namespace, command: str) -> int:
 
     from wsvs_ros.labels import get_label_set
     from wsvs_ros.model.checkpoint import load_checkpoint
-    from wsvs_training.datasets.layouts import dataset_clips
+    from wsvs_training.datasets.layouts import ANNOTATION_LABEL_SETS, dataset_clips
     from wsvs_training.evaluate import evaluate_checkpoint
 
     torch.set_num_threads(args.threads)
     spec = load_checkpoint(args.checkpoint).spec
     cache = args.cache or Path(args.out) / "cache"
-    labels = get_label_set(spec.label_set)
+    # Scoring reads the label maps, never the tags: clips load without tags files, in the annotations' own set.
+    annotations = get_label_set(ANNOTATION_LABEL_SETS.get(args.dataset, spec.label_set))
     clips = dataset_clips(
-        args.dataset, args.data, args.split, spec=spec, label_set=labels, cache=cache, tags_dir=args.tags
-    )
-    metrics = evaluate_checkpoint(args.checkpoint, clips, out=args.out, cache_dir=cache, crf=args.crf)
+        args.dataset, args.data, args.split, spec=spec, label_set=annotations, cache=cache, tags_dir=args.tags,
+        require_tags=False,
+    )  # fmt: skip
+    metrics = evaluate_checkpoint(
+        args.checkpoint, clips, out=args.out, cache_dir=cache, crf=args.crf, annotations=annotations,
+        skip_warming=args.dataset != "stills",  # a still's flow window is all warming zeros, as on a first frame
+    )  # fmt: skip
     summary = {k: metrics[k] for k in ("miou", "mean_class_acc", "global_acc", "frames")}
     print(json.dumps({**summary, "per_class_iou": metrics["per_class_iou"]}, indent=2))
     return 0
@@ -251,7 +256,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
 
     p = sub.add_parser("tags", help="derive the video-level tags of clips from their annotations / label maps")
-    p.add_argument("--dataset", required=True, choices=("cityscapes", "camvid", "video"))
+    p.add_argument("--dataset", required=True, choices=("cityscapes", "camvid", "video", "stills"))
     p.add_argument(
         "--data",
         required=True,
@@ -259,7 +264,9 @@ def build_parser() -> argparse.ArgumentParser:
         help="dataset root; writes DATA/tags/SPLIT/{clip}.json (video: DATA/SPLIT/{clip}.tags.json)",
     )
     p.add_argument("--split", required=True)
-    p.add_argument("--tags", type=Path, help="video: write the {clip}.tags.json files here instead (read-only data)")
+    p.add_argument(
+        "--tags", type=Path, help="video, stills: write the {clip}.tags.json files here instead (read-only data)"
+    )
     p.add_argument(
         "--min-fraction",
         type=float,
@@ -302,11 +309,11 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("evaluate", help="mIoU and friends of a checkpoint on annotated frames")
     p.add_argument("checkpoint", type=Path)
     p.add_argument("--data", required=True, type=Path)
-    p.add_argument("--dataset", choices=("synth", "cityscapes", "camvid", "video"), default="synth")
+    p.add_argument("--dataset", choices=("synth", "cityscapes", "camvid", "video", "stills"), default="synth")
     p.add_argument("--split", default="val")
     p.add_argument("--out", required=True, type=Path)
     p.add_argument("--cache", type=Path, help="flow (and video frames) cache folder (default OUT/cache)")
-    p.add_argument("--tags", type=Path, help="video: folder of the {clip}.tags.json files (default beside the clips)")
+    p.add_argument("--tags", type=Path, help="video, stills: folder of the {clip}.tags.json files (default: beside)")
     p.add_argument("--crf", action="store_true", help="refine with a dense CRF before scoring (paper 4.2)")
     p.add_argument("--threads", type=int, default=2)
 

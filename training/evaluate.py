@@ -12,6 +12,10 @@ prediction), void pixels (255) ignored:
   prediction of every frame) has no IoU (null in metrics.json) and is left out of the mean IoU.
 - class accuracy_k = TP_k / (TP_k + FN_k); classes absent from the ground truth have none and are left out of the mean.
 - global accuracy = sum TP / number of non-void pixels.
+Annotations in another label set than the model's (CamVid's, Cityscapes' for a `drive` model) are mapped onto the
+model's classes by name (`relabel_lut`); pixels of a class the model lacks (CamVid's sign, fence, bicyclist) are kept
+as one extra confusion row, "unscored": whatever the model predicts there counts against that class's IoU and the
+global accuracy, as it would in the dataset's own benchmark, but they have no IoU of their own.
 By default only frames whose L flows all exist are evaluated (`skip_warming`): the first L frames of a clip are what
 the node outputs while "warming up", and Cityscapes' / CamVid's annotated frames always have full windows.
 """
@@ -36,6 +40,7 @@ from wsvs_ros.model.two_stream import TwoStreamNet
 from wsvs_ros.preprocess import frame_to_tensor, normalize_rgb
 from wsvs_ros.spec import ModelSpec
 from wsvs_training.datasets.clips import Clip, load_label_map, read_rgb
+from wsvs_training.datasets.stills import OTHER_ID, relabel_lut
 from wsvs_training.flow_snippets import FlowCache, has_full_window, window_flows
 
 
@@ -61,12 +66,15 @@ def confusion_matrix(prediction: np.ndarray, truth: np.ndarray, num_classes: int
 def metrics_from_confusion(cm: np.ndarray, names: Sequence[str]) -> dict[str, Any]:
     """mIoU, mean class accuracy, global accuracy and per-class IoU / accuracy from a confusion matrix.
 
+    `cm` is (C, C) for the C `names`, or (C + 1, C + 1) with a last row of unscored ground-truth pixels (a class the
+    model lacks; see module docstring), which count as false positives of what was predicted there.
     Returns fractions in 0..1; per-class values are None where undefined (see module docstring).
     """
     cm = cm.astype(np.float64)
-    tp = np.diag(cm)
-    truth = cm.sum(axis=1)
-    predicted = cm.sum(axis=0)
+    k = len(names)
+    tp = np.diag(cm)[:k]
+    truth = cm.sum(axis=1)[:k]
+    predicted = cm.sum(axis=0)[:k]
     union = truth + predicted - tp
     iou = [float(tp[k] / union[k]) if union[k] > 0 else None for k in range(len(names))]
     acc = [float(tp[k] / truth[k]) if truth[k] > 0 else None for k in range(len(names))]
@@ -113,8 +121,10 @@ def predict_clip(
     *,
     crf: bool = False,
     skip_warming: bool = True,
+    truth_lut: np.ndarray | None = None,
 ) -> list[Prediction]:
-    """Predictions for the annotated target frames of a clip (labels at the annotation's size)."""
+    """Predictions for the annotated target frames of a clip (labels at the annotation's size); `truth_lut` maps the
+    annotation's ids onto the model's (`truth_mapping`)."""
     first, flows = flow_cache.get(clip)
     out = []
     for index in evaluated_frames(clip, spec, skip_warming=skip_warming):
@@ -127,9 +137,21 @@ def predict_clip(
             probs = dense_crf(probs, frame)
         labels = probs.argmax(dim=1)[0].to(torch.uint8).numpy()
         truth = load_label_map(clip, index)
+        if truth_lut is not None:
+            truth = truth_lut[truth]
         labels = cv2.resize(labels, (truth.shape[1], truth.shape[0]), interpolation=cv2.INTER_NEAREST_EXACT)
         out.append(Prediction(clip.name, index, labels, truth))
     return out
+
+
+def truth_mapping(annotations: LabelSet, model: LabelSet) -> np.ndarray | None:
+    """(256,) lookup from annotation ids to the model's ids, a class the model lacks to C (the unscored row), void
+    kept; None when the sets are the same."""
+    if annotations.name == model.name:
+        return None
+    lut = relabel_lut(annotations, model)
+    lut[lut == OTHER_ID] = len(model)
+    return lut
 
 
 def evaluate_model(
@@ -140,17 +162,26 @@ def evaluate_model(
     cache_dir: str | Path,
     crf: bool = False,
     keep: int = 0,
+    annotations: LabelSet | None = None,
+    skip_warming: bool = True,
 ) -> tuple[dict[str, Any], np.ndarray, list[Prediction]]:
-    """(metrics, confusion matrix, the first `keep` predictions) over all annotated targets of `clips`."""
+    """(metrics, confusion matrix, the first `keep` predictions) over all annotated targets of `clips`.
+
+    Args:
+        annotations: the label set the clips' annotations decode to (None: the model's).
+        skip_warming: see the module docstring; False scores stills, whose flow window is all warming zeros.
+    """
     model.eval()
     labels = get_label_set(spec.label_set)
-    cm = np.zeros((len(labels), len(labels)), np.int64)
+    lut = None if annotations is None else truth_mapping(annotations, labels)
+    size = len(labels) + (lut is not None)
+    cm = np.zeros((size, size), np.int64)
     cache = FlowCache(Path(cache_dir) / "flow", spec)
     kept: list[Prediction] = []
     frames = 0
     for clip in clips:
-        for p in predict_clip(model, spec, clip, cache, crf=crf):
-            cm += confusion_matrix(p.labels, p.truth, len(labels))
+        for p in predict_clip(model, spec, clip, cache, crf=crf, skip_warming=skip_warming, truth_lut=lut):
+            cm += confusion_matrix(p.labels, p.truth, size)
             frames += 1
             if len(kept) < keep and (not kept or kept[-1].clip != p.clip):  # one frame per clip
                 kept.append(p)
@@ -208,7 +239,8 @@ def write_report(
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     (out / "metrics.json").write_text(json.dumps({**metrics, "confusion": cm.tolist()}, indent=2) + "\n")
-    plot_confusion(cm, labels.names, out / "confusion.png")
+    unscored = ("unscored",) if cm.shape[0] > len(labels) else ()  # `truth_mapping`'s extra row
+    plot_confusion(cm, (*labels.names, *unscored), out / "confusion.png")
     by_name = {c.name: c for c in clips}
     for p in predictions:
         rgb = read_rgb(by_name[p.clip].frames[p.index])
@@ -225,10 +257,16 @@ def evaluate_checkpoint(
     cache_dir: str | Path,
     crf: bool = False,
     overlays: int = 4,
+    annotations: LabelSet | None = None,
+    skip_warming: bool = True,
 ) -> dict[str, Any]:
-    """Evaluate a checkpoint file on clips and write the report; returns the metrics."""
+    """Evaluate a checkpoint file on clips and write the report; returns the metrics. `annotations`, `skip_warming`:
+    see `evaluate_model`."""
     ckpt = load_checkpoint(checkpoint)
-    metrics, cm, kept = evaluate_model(ckpt.model, ckpt.spec, clips, cache_dir=cache_dir, crf=crf, keep=overlays)
+    metrics, cm, kept = evaluate_model(
+        ckpt.model, ckpt.spec, clips, cache_dir=cache_dir, crf=crf, keep=overlays, annotations=annotations,
+        skip_warming=skip_warming,
+    )  # fmt: skip
     metrics["checkpoint"] = str(checkpoint)
     metrics["crf"] = crf
     write_report(out, metrics, cm, kept, clips, get_label_set(ckpt.spec.label_set))

@@ -34,7 +34,7 @@ from wsvs_ros.atomic_file import atomic_write
 from wsvs_ros.crf import dense_crf
 from wsvs_ros.engine.engine_cache import file_sha256
 from wsvs_ros.flow import make_flow
-from wsvs_ros.labels import LabelSet, get_label_set
+from wsvs_ros.labels import LABEL_SETS, LabelSet, get_label_set
 from wsvs_ros.model.checkpoint import build_model, save_checkpoint
 from wsvs_ros.model.efficientnet_init import load_efficientnet_lite0_weights
 from wsvs_ros.model.two_stream import RGB_NORMALISATION, TwoStreamNet
@@ -43,7 +43,8 @@ from wsvs_ros.preprocess import normalize_rgb
 from wsvs_ros.spec import BACKBONES, ModelSpec
 from wsvs_training.batch_norm import add_batch_norm, fold_batch_norm
 from wsvs_training.datasets.clips import Clip
-from wsvs_training.datasets.layouts import DATASETS, dataset_clips
+from wsvs_training.datasets.layouts import DATASETS, OWN_TAGS_FOLDER, dataset_clips
+from wsvs_training.datasets.stills import translate_tags
 from wsvs_training.distributed import (
     SINGLE,
     World,
@@ -100,7 +101,7 @@ OPTIMISERS: dict[str, OptimiserPreset] = {
 PRECISIONS = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 """`precision` values and the autocast dtype of the network's forward pass (None: no autocast)."""
 
-LIST_FIELDS = ("heatmap_classes", "heatmap_scale")
+LIST_FIELDS = ("heatmap_classes", "heatmap_scale", "sources")
 """TrainConfig fields that hold tuples (hashable, immutable) but are lists in YAML and in checkpoints' info."""
 
 
@@ -109,8 +110,12 @@ class TrainConfig:
     """Everything a training run reads; made once from YAML by `load_config`.
 
     Attributes:
-        data: dataset root; dataset: its layout ("synth", "cityscapes", "camvid", "video"); split: the training split.
-        tags: the video layout's folder of `{clip}.tags.json` files (None: beside the clips, in data/split).
+        data: dataset root; dataset: its layout (`DATASETS`); split: the training split.
+        tags: the video and stills layouts' folder of `{clip}.tags.json` files (None: beside the clips, in
+            data/split). tags_label_set: the label set the tags files name classes in, when not `label_set`; they are
+            translated by class name and a class `label_set` lacks is dropped (`translate_tags`).
+        sources: more training data beside `data`: mappings with the keys of `SOURCE_KEYS` (dataset, data and split
+            required), each read like the main one; their clips are trained on together (names must not clash).
         out: run folder (checkpoints, CSV log, loss curve); cache: flow and heatmap cache (default out/../cache).
         label_set, input_width, input_height, flow_length, window, flow_method, flow_params, width: the ModelSpec.
         backbone: the streams' architecture (`wsvs_ros.spec.BACKBONES`). "vgg16" (the paper's) starts from
@@ -145,6 +150,8 @@ class TrainConfig:
     split: str = "train"
     cache: str | None = None
     tags: str | None = None
+    tags_label_set: str | None = None
+    sources: tuple[dict[str, Any], ...] = ()
     label_set: str = "drive"
     input_width: int = 256
     input_height: int = 128
@@ -186,8 +193,8 @@ class TrainConfig:
     def __post_init__(self) -> None:
         if self.dataset not in DATASETS:
             raise ValueError(f"dataset={self.dataset!r}: use one of {DATASETS}")
-        if self.tags is not None and self.dataset != "video":
-            raise ValueError(f"tags={self.tags!r} is read by dataset video only; {self.dataset} reads DATA/tags/SPLIT/")
+        for source in self.training_sources():
+            _check_source(source)
         if self.optimizer not in OPTIMISERS:
             raise ValueError(f"optimizer={self.optimizer!r}: use one of {sorted(OPTIMISERS)}")
         if self.backbone not in BACKBONES:
@@ -237,6 +244,13 @@ class TrainConfig:
             labels = get_label_set(self.label_set)
             object.__setattr__(self, "heatmap_classes", tuple(labels.by_name(n).name for n in self.heatmap_classes))
         self.model_spec()  # validates the spec fields, naming the bad one
+
+    def training_sources(self) -> list[dict[str, Any]]:
+        """The main dataset and `sources`, each as {dataset, data, split, tags, tags_label_set}."""
+        main = dict(
+            dataset=self.dataset, data=self.data, split=self.split, tags=self.tags, tags_label_set=self.tags_label_set
+        )
+        return [main, *({"tags": None, "tags_label_set": None, **s} for s in self.sources)]
 
     @property
     def labels(self) -> LabelSet:
@@ -363,7 +377,8 @@ def _type_name(hint: Any) -> str:
     if get_origin(hint) is UnionType:
         return " or ".join(_type_name(arg) for arg in get_args(hint))
     if get_origin(hint) is tuple:
-        return "a list of " + {str: "strings", int: "integers", float: "numbers"}[get_args(hint)[0]]
+        item = get_args(hint)[0]
+        return "a list of " + {str: "strings", int: "integers", float: "numbers"}.get(item, "mappings")
     names = {str: "a string", int: "an integer", float: "a number", bool: "true or false", type(None): "null"}
     return names.get(hint, "a mapping" if get_origin(hint) is dict else str(hint))
 
@@ -376,21 +391,67 @@ def _yaml_problem(e: yaml.YAMLError) -> str:
     return " ".join(str(e).split())
 
 
+SOURCE_KEYS = ("dataset", "data", "split", "tags", "tags_label_set")
+"""The keys of one entry of `sources`."""
+
+
+def _check_source(source: dict[str, Any]) -> None:
+    """Raises ValueError naming the bad key of one training source (see TrainConfig.sources)."""
+    unknown = sorted(set(source) - set(SOURCE_KEYS))
+    missing = [k for k in ("dataset", "data", "split") if not isinstance(source.get(k), str)]
+    if unknown or missing:
+        raise ValueError(
+            f"sources: each entry has the keys {list(SOURCE_KEYS)} (dataset, data, split required); got {source!r}"
+        )
+    where = f"{source['dataset']} data {source['data']}: "
+    if source["dataset"] not in DATASETS:
+        raise ValueError(f"{where}dataset={source['dataset']!r}: use one of {DATASETS}")
+    if source["tags"] is not None and source["dataset"] not in OWN_TAGS_FOLDER:
+        raise ValueError(
+            f"{where}tags={source['tags']!r} is read by datasets {' and '.join(OWN_TAGS_FOLDER)} only; "
+            f"{source['dataset']} reads DATA/tags/SPLIT/"
+        )
+    if source["tags_label_set"] is not None and source["tags_label_set"] not in LABEL_SETS:
+        raise ValueError(f"{where}tags_label_set={source['tags_label_set']!r}: use one of {sorted(LABEL_SETS)}")
+
+
 # ---------------------------------------------------------------------------------------------------------------------
 # Building blocks
 
 
 def load_clips(config: TrainConfig, split: str) -> list[Clip]:
-    """The clips of a split in the config's dataset layout."""
-    return dataset_clips(
-        config.dataset,
-        config.data,
-        split,
+    """The clips of a split in the config's dataset layout (the main dataset only; `training_clips` adds `sources`)."""
+    return _source_clips(config, {**config.training_sources()[0], "split": split})
+
+
+def training_clips(config: TrainConfig) -> list[Clip]:
+    """The clips training reads: the main dataset's training split and every entry of `sources`.
+
+    Raises:
+        ValueError: two clips share a name (their flow and heatmap caches would collide); and what the loaders raise.
+    """
+    clips = [clip for source in config.training_sources() for clip in _source_clips(config, source)]
+    names = [c.name for c in clips]
+    clashes = sorted({n for n in names if names.count(n) > 1})
+    if clashes:
+        raise ValueError(f"training clips share names across sources: {clashes[:5]}; rename the clips or folders")
+    return clips
+
+
+def _source_clips(config: TrainConfig, source: dict[str, Any]) -> list[Clip]:
+    tags_set = get_label_set(source["tags_label_set"] or config.label_set)
+    clips = dataset_clips(
+        source["dataset"],
+        source["data"],
+        source["split"],
         spec=config.model_spec(),
-        label_set=config.labels,
+        label_set=tags_set,
         cache=config.cache_dir,
-        tags_dir=config.tags,
+        tags_dir=source["tags"],
     )
+    if tags_set.name == config.label_set:
+        return clips
+    return [dataclasses.replace(c, tags=translate_tags(c.tags, tags_set, config.labels)) for c in clips]
 
 
 def disable_flow_stream(model: TwoStreamNet) -> None:
@@ -559,7 +620,7 @@ def build_training(config: TrainConfig, *, world: World = SINGLE) -> Training:
         disable_flow_stream(model)
     spread_over_ranks(model, world)
     model.to(device).train()
-    clips = load_clips(config, config.split)
+    clips = training_clips(config)
     dataset = WeakDataset(
         clips,
         spec=spec,
@@ -741,7 +802,9 @@ def _resume(path: Path, run: Training) -> int:
     state = torch.load(path, map_location=run.device, weights_only=True)
     config = run.config
     # Keys added to TrainConfig after the state was written count as their defaults.
-    defaults = {f.name: f.default for f in dataclasses.fields(TrainConfig)}
+    defaults = {
+        f.name: list(f.default) if isinstance(f.default, tuple) else f.default for f in dataclasses.fields(TrainConfig)
+    }
     changed = {k for k, v in config.to_dict().items() if state["config"].get(k, defaults[k]) != v}
     saved_batch = int(state.get("effective_batch", state["config"]["batch_size"]))
     if saved_batch != run.global_batch:

@@ -1,4 +1,5 @@
-"""Annotated real frames without their video, for scoring heatmap masks: CamVid stills and Cityscapes snippets.
+"""Annotated real frames without their video: CamVid stills and Cityscapes snippets, for scoring heatmap masks, and
+the `stills` training layout (`still_clips`).
 
 - CamVid as SegNet prepared it (`{split}/*.png|jpg`, `{split}annot/*.png` with ids 0..10, 11 void; human labels).
   No neighbouring video frames are needed: each still is a one-frame clip.
@@ -23,8 +24,8 @@ from pathlib import Path
 import numpy as np
 
 from wsvs_ros.labels import CAMVID, CITYSCAPES, VOID_ID, LabelSet
-from wsvs_training.datasets.clips import Clip, load_label_map
-from wsvs_training.datasets.video import video_clips
+from wsvs_training.datasets.clips import Clip, load_label_map, read_tag_file
+from wsvs_training.datasets.video import TAGS_SUFFIX, video_clips
 
 OTHER_ID = 254  # a labelled pixel of a class the target label set does not have
 STILLS = ("camvid", "cityscapes")
@@ -42,6 +43,47 @@ def relabel_lut(source: LabelSet, target: LabelSet) -> np.ndarray:
         matched = [n for n in (c.name, *c.aliases, SYNONYMS.get(c.name, "")) if n and n.lower() in names]
         lut[c.id] = target.by_name(matched[0]).id if matched else OTHER_ID
     return lut
+
+
+def translate_tags(tags: frozenset[str], source: LabelSet, target: LabelSet) -> frozenset[str]:
+    """Tags named in `source` as `target` names them, matched by name as `relabel_lut` matches ids; a class `target`
+    lacks is dropped (no class of the trained set is present for it)."""
+    lut = relabel_lut(source, target)
+    ids = (int(lut[source.by_name(t).id]) for t in tags)
+    return frozenset(target.by_id(i).name for i in ids if i < len(target))
+
+
+def still_clips(
+    root: str | Path,
+    split: str,
+    *,
+    label_set: LabelSet,
+    tags_dir: str | Path | None = None,
+    require_tags: bool = True,
+) -> list[Clip]:
+    """The `stills` training layout: CamVid-style stills (`root/split/*.png|jpg`, labels in `root/{split}annot/`, read
+    by evaluation only), each a one-frame clip whose tags are `{stem}.tags.json` in `tags_dir` (None: `root/split`).
+
+    A still has no neighbouring frames, so its flow window is all warming zeros: what the node feeds the flow
+    stream on a camera's first frame. Training on such clips teaches the appearance stream with the flow stream silent.
+
+    Raises:
+        FileNotFoundError: what `camvid_stills` raises, or a missing tags file while `require_tags` (the message says
+            how to write them).
+    """
+    tags_folder = Path(root) / split if tags_dir is None else Path(tags_dir)
+    clips = []
+    for clip in camvid_stills(root, split):
+        path = tags_folder / f"{clip.name}{TAGS_SUFFIX}"
+        if path.is_file():
+            clip = dataclasses.replace(clip, tags=read_tag_file(path, label_set))
+        elif require_tags:
+            raise FileNotFoundError(
+                f"still {clip.name} has no tags file {path}; derive them once from the label maps with "
+                f"`wsvs-train tags --dataset stills --data {root} --split {split} --tags {tags_folder}`"
+            )
+        clips.append(clip)
+    return clips
 
 
 def _tags(labels: np.ndarray, label_set: LabelSet) -> frozenset[str]:
